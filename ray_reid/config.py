@@ -1,0 +1,298 @@
+"""Typed, frozen run configuration: YAML file + dotted overrides, validated on construction.
+
+One tree of small dataclasses; each part of the code takes only the section it uses, and
+``to_dict`` is what crosses into Ray (plain dicts pickle everywhere, survive version skew, and
+can be written back as a YAML file that ``--config`` accepts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+CLUSTERERS = ("hc_sse", "dbscan_jaccard")
+LINKAGES = ("single", "average")
+REGULARIZERS = ("sse", "size", "delta_sse", "none")
+VIEW_SETS = ("global", "global+parts")
+BAD_IMAGE_POLICIES = ("raise", "skip")
+
+
+def _check(cond: bool, key: str, value: Any, expected: str) -> None:
+    if not cond:
+        raise ValueError(f"config value {key}={value!r} is invalid: expected {expected}")
+
+
+def _positive(obj: Any, section: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(isinstance(value, (int, float)) and value > 0, f"{section}.{name}", value, "a number > 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which images to train and evaluate on, and how they are shaped on the way in."""
+
+    dataset: str = "synthetic"
+    root: str | None = None  # None with 'synthetic' = the embedded set, generated into the cache
+    height: int = 64
+    width: int = 32
+    loader_workers: int = 0
+    on_bad_image: str = "raise"
+
+    def __post_init__(self) -> None:
+        _positive(self, "data", "height", "width")
+        _check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, "an integer >= 0")
+        _check(self.on_bad_image in BAD_IMAGE_POLICIES, "data.on_bad_image", self.on_bad_image,
+               f"one of {BAD_IMAGE_POLICIES}")
+        if self.root is None and self.dataset != "synthetic":
+            raise ValueError(f"config value data.root is required for dataset {self.dataset!r}")
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """Backbone and heads; mirrors ray_reid.models.ModelConfig (kept separate so config loads without torch)."""
+
+    backbone: str = "resnet50"
+    views: str = "global"
+    pretrained: str | None = None
+    gem_p: float = 3.0
+
+    def __post_init__(self) -> None:
+        _check(self.views in VIEW_SETS, "model.views", self.views, f"one of {VIEW_SETS}")
+        _positive(self, "model", "gem_p")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """Pseudo-labelling each epoch: which clusterer, its parameters and its target schedule."""
+
+    method: str = "hc_sse"
+    # hierarchical (hc_sse)
+    lam: float = 0.5
+    linkage: str = "average"
+    regularizer: str = "sse"
+    merge_percent: float = 0.07  # HCT: each epoch's target shrinks by this fraction of N
+    first_step: int = 0  # schedule step used at epoch 0
+    min_clusters_ratio: float = 0.05  # never merge below this fraction of N
+    # dbscan_jaccard
+    eps: float = 0.6
+    min_samples: int = 4
+    k1: int = 30
+    k2: int = 6
+    # multi-view fusion weights (global, up, down), DESIGN.md §5
+    view_weights: tuple[float, ...] = (0.7, 0.15, 0.15)
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "view_weights", tuple(float(w) for w in self.view_weights))
+        _check(self.method in CLUSTERERS, "cluster.method", self.method, f"one of {CLUSTERERS}")
+        _check(self.linkage in LINKAGES, "cluster.linkage", self.linkage, f"one of {LINKAGES}")
+        _check(self.regularizer in REGULARIZERS, "cluster.regularizer", self.regularizer, f"one of {REGULARIZERS}")
+        _check(math.isfinite(self.lam) and self.lam >= 0, "cluster.lam", self.lam, "a finite number >= 0")
+        _check(0 < self.merge_percent < 1, "cluster.merge_percent", self.merge_percent, "a number in (0, 1)")
+        _check(self.first_step >= 0, "cluster.first_step", self.first_step, "an integer >= 0")
+        _check(0 < self.min_clusters_ratio <= 1, "cluster.min_clusters_ratio", self.min_clusters_ratio,
+               "a number in (0, 1]")
+        _check(0 < self.eps < 1, "cluster.eps", self.eps, "a number in (0, 1)")
+        _check(self.min_samples >= 1, "cluster.min_samples", self.min_samples, "an integer >= 1")
+        _check(self.k1 >= 2 and 1 <= self.k2 <= self.k1, "cluster.k1/k2", (self.k1, self.k2),
+               "k1 >= 2 and 1 <= k2 <= k1")
+        _check(all(w >= 0 for w in self.view_weights) and sum(self.view_weights) > 0,
+               "cluster.view_weights", self.view_weights, "non-negative weights, not all zero")
+        _check(self.device in ("auto", "cpu", "cuda"), "cluster.device", self.device, "auto, cpu or cuda")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Schedule of the feature learning (DESIGN.md §5 defaults, scaled by the YAML for small runs)."""
+
+    epochs: int = 50
+    iters: int = 200
+    p: int = 16  # identities per global batch
+    k: int = 16  # instances per identity
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    step_size: int = 20
+    gamma: float = 0.1
+    temp: float = 0.05
+    momentum: float = 0.1
+    parts_weight: float = 0.2  # lambda_2 of Purification: weight of the up/down memories
+    triplet_weight: float = 0.0
+    triplet_margin: float = 0.3
+    distill_weight: float = 1.0  # mu, used only with a teacher
+    amp: bool = False
+
+    def __post_init__(self) -> None:
+        _positive(self, "optim", "epochs", "iters", "p", "k", "lr", "step_size", "temp")
+        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
+        _check(0 < self.gamma <= 1, "optim.gamma", self.gamma, "a number in (0, 1]")
+        _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "a number in [0, 1)")
+        _check(0 <= self.parts_weight < 1, "optim.parts_weight", self.parts_weight, "a number in [0, 1)")
+        _check(self.triplet_weight >= 0, "optim.triplet_weight", self.triplet_weight, "a number >= 0")
+        _check(self.distill_weight >= 0, "optim.distill_weight", self.distill_weight, "a number >= 0")
+
+
+@dataclass(frozen=True)
+class RunSection:
+    """Where and how the run executes: scale, storage, naming, evaluation cadence."""
+
+    name: str = "reid"
+    storage_path: str = "runs"
+    num_workers: int = 2
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    seed: int = 0
+    eval_every: int = 2
+    log_every: int = 10
+    max_failures: int = 0
+    teacher: str | None = None
+    save_embeddings: bool = False
+    s3_endpoint: str | None = None
+
+    def __post_init__(self) -> None:
+        _check(bool(self.name) and "/" not in self.name, "run.name", self.name, "a non-empty name without '/'")
+        _check(self.num_workers >= 0, "run.num_workers", self.num_workers, "an integer >= 0 (0 = in-process)")
+        _check(self.gpus_per_worker >= 0, "run.gpus_per_worker", self.gpus_per_worker, "a number >= 0")
+        _check(self.cpus_per_worker > 0, "run.cpus_per_worker", self.cpus_per_worker, "a number > 0")
+        _positive(self, "run", "eval_every", "log_every")
+        _check(self.max_failures >= -1, "run.max_failures", self.max_failures, "an integer >= -1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunSection = field(default_factory=RunSection)
+
+    def __post_init__(self) -> None:
+        world = max(1, self.run.num_workers)
+        if self.optim.p % world:
+            raise ValueError(
+                f"config value optim.p={self.optim.p} is invalid: expected a multiple of run.num_workers={world} "
+                "(each rank draws p/num_workers identities)"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelSection, "cluster": ClusterConfig, "optim": OptimConfig,
+            "run": RunSection}
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Convert YAML / command-line values to the field's declared type, with an error naming the key."""
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if type(None) in args:
+                return None
+        non_none = [a for a in args if a is not type(None)]
+        return _coerce(value, non_none[0], key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace("[", "").replace("]", "").split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config value {key}={value!r} is invalid: expected a list")
+        return tuple(_coerce(v, args[0], key) for v in value)
+    try:
+        if annotation is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if annotation is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        if annotation is float:
+            return float(value)
+        if annotation is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"config value {key}={value!r} is invalid: expected {getattr(annotation, '__name__', annotation)}"
+        ) from None
+    return value
+
+
+def _build_section(cls: type, values: Mapping[str, Any], section: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    valid = [f.name for f in fields(cls)]
+    unknown = sorted(set(values) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown config key {section}.{unknown[0]}; valid keys of '{section}': {', '.join(valid)}")
+    return cls(**{k: _coerce(v, hints[k], f"{section}.{k}") for k, v in values.items()})
+
+
+def config_from_dict(raw: Mapping[str, Any] | None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Build a validated config from nested dicts plus ``{"section.key": value}`` overrides."""
+    merged: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for section, values in (raw or {}).items():
+        if section not in SECTIONS:
+            raise ValueError(f"unknown config section {section!r}; valid sections: {', '.join(SECTIONS)}")
+        if values is None:
+            continue
+        if not isinstance(values, Mapping):
+            raise ValueError(f"config section {section!r} must be a mapping, got {type(values).__name__}")
+        merged[section].update(values)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if section not in SECTIONS or not key:
+            raise ValueError(f"override {dotted!r} must look like section.key with section in {', '.join(SECTIONS)}")
+        merged[section][key] = value
+    return TrainConfig(**{name: _build_section(cls, merged[name], name) for name, cls in SECTIONS.items()})
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Read a YAML config (optional) and apply dotted overrides; errors name the file and key."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ValueError(f"config file {path} is not valid YAML: {exc}") from exc
+        if not isinstance(raw, dict):
+            raise ValueError(f"config file {path} must hold a mapping of sections, got {type(raw).__name__}")
+        try:
+            return config_from_dict(raw, overrides)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
+    return config_from_dict(raw, overrides)
+
+
+def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
+    """Write ``cfg`` as YAML that ``load_config`` reads back to an equal config (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = cfg.to_dict()
+    data["cluster"]["view_weights"] = list(data["cluster"]["view_weights"])
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            yaml.safe_dump(data, fh, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,127 @@
+"""The ClusteringActor: one process (on a GPU when the cluster has one) that clusters each epoch.
+
+Every rank sends its shard of embeddings as an ObjectRef; the actor copies the arrays out of the
+object store at once (refs owned by a worker die with it), waits until all shards of the epoch
+are in, clusters once, and answers every rank with the same labels. Results are kept per epoch,
+so a rank that retries after a hiccup gets the same answer instead of a second clustering.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+import ray
+
+from ray_reid.config import ClusterConfig
+from ray_reid.engine.pseudo_labels import PseudoLabels, assign_pseudo_labels
+
+log = logging.getLogger(__name__)
+
+ACTOR_NAME_PREFIX = "ray_reid_clusterer"
+
+
+class ClusteringService:
+    """Thread-safe rendezvous of embedding shards; the body of the Ray actor, testable without Ray."""
+
+    def __init__(self, cluster_cfg: dict[str, Any], keep_epochs: int = 2):
+        self.cfg = ClusterConfig(**cluster_cfg)
+        self.keep_epochs = keep_epochs
+        self._cond = threading.Condition()
+        self._shards: dict[int, dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
+        self._results: dict[int, PseudoLabels | BaseException] = {}
+        self._running: set[int] = set()
+
+    def device(self) -> str:
+        from ray_reid.clustering._backend import cupy_available
+
+        return "cuda" if cupy_available() and self.cfg.device != "cpu" else "cpu"
+
+    def submit(self, epoch: int, n_total: int, world_size: int, rank: int, indices: np.ndarray,
+               features: dict[str, np.ndarray], timeout: float | None = None) -> PseudoLabels:
+        indices = np.array(indices, dtype=np.int64, copy=True)
+        features = {view: np.array(arr, dtype=np.float32, copy=True) for view, arr in features.items()}
+        with self._cond:
+            if epoch not in self._results:
+                self._shards.setdefault(epoch, {})[rank] = (indices, features)
+                if len(self._shards[epoch]) == world_size and epoch not in self._running:
+                    self._running.add(epoch)
+                    shards = self._shards.pop(epoch)
+                    self._cond.release()
+                    try:
+                        result: PseudoLabels | BaseException = self._cluster(epoch, n_total, shards)
+                    except Exception as exc:  # handed to every waiting rank below, then re-raised there
+                        result = exc
+                    finally:
+                        self._cond.acquire()
+                    self._results[epoch] = result
+                    self._running.discard(epoch)
+                    for old in [e for e in self._results if e <= epoch - self.keep_epochs]:
+                        del self._results[old]
+                    self._cond.notify_all()
+            if not self._cond.wait_for(lambda: epoch in self._results, timeout=timeout):
+                raise TimeoutError(f"epoch {epoch}: only {len(self._shards.get(epoch, {}))} of {world_size} "
+                                   f"embedding shards arrived within {timeout}s")
+            result = self._results[epoch]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _cluster(self, epoch: int, n_total: int, shards: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]):
+        order = sorted(shards)
+        indices = np.concatenate([shards[r][0] for r in order])
+        if len(indices) != n_total or not np.array_equal(np.sort(indices), np.arange(n_total)):
+            raise ValueError(f"epoch {epoch}: shards cover {len(np.unique(indices))} distinct of {n_total} images "
+                             f"with {len(indices)} rows: duplicates or gaps between ranks")
+        views = list(shards[order[0]][1])
+        features = {}
+        for view in views:
+            stacked = np.concatenate([shards[r][1][view] for r in order], axis=0)
+            full = np.empty_like(stacked)
+            full[indices] = stacked
+            features[view] = full
+        return assign_pseudo_labels(features, self.cfg, epoch=epoch)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=-1)
+class ClusteringActor:
+    """Ray wrapper of :class:`ClusteringService`; created threaded so all ranks can wait in it at once."""
+
+    def __init__(self, cluster_cfg: dict[str, Any]):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        self.service = ClusteringService(cluster_cfg)
+        log.info("ClusteringActor up on node %s, clustering on %s", ray.get_runtime_context().get_node_id()[:8],
+                 self.service.device())
+
+    def where(self) -> dict[str, str]:
+        return {"node_id": ray.get_runtime_context().get_node_id(), "device": self.service.device()}
+
+    def submit(self, epoch: int, n_total: int, world_size: int, rank: int, indices: np.ndarray,
+               refs: list) -> PseudoLabels:
+        features = ray.get(refs[0])  # a list of refs is not resolved by Ray: fetch (and copy) here
+        return self.service.submit(epoch, n_total, world_size, rank, indices, features)
+
+
+def actor_resources(num_workers: int, gpus_per_worker: float, cpus_per_worker: float) -> tuple[dict[str, Any], str]:
+    """Where the actor goes: the `clusterer` node resource, else a spare GPU, else CPU (with a reason)."""
+    total = ray.cluster_resources()
+    if total.get("clusterer", 0) >= 1:
+        return {"resources": {"clusterer": 1}, "num_cpus": 1}, "on the node with the 'clusterer' resource"
+    spare_gpus = total.get("GPU", 0) - num_workers * gpus_per_worker
+    if spare_gpus >= 1:
+        return {"num_gpus": 1, "num_cpus": 1}, "on a spare GPU"
+    spare_cpus = total.get("CPU", 0) - num_workers * cpus_per_worker
+    return {"num_cpus": 1 if spare_cpus >= 1 else 0}, "on CPU (no clusterer resource and no spare GPU)"
+
+
+def get_or_create_actor(run_name: str, cluster_cfg: dict[str, Any], *, num_workers: int, gpus_per_worker: float,
+                        cpus_per_worker: float):
+    options, where = actor_resources(num_workers, gpus_per_worker, cpus_per_worker)
+    log.info("ClusteringActor placed %s: %s", where, options)
+    handle = ClusteringActor.options(
+        name=f"{ACTOR_NAME_PREFIX}_{run_name}", get_if_exists=True, max_concurrency=max(4, num_workers + 2),
+        lifetime=None, **options,
+    ).remote(cluster_cfg)
+    return handle

@@ -1,0 +1,77 @@
+"""Driver side of a training run: the ClusteringActor plus a TorchTrainer wired to it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from ray_reid.config import TrainConfig
+from ray_reid.distributed.actor import get_or_create_actor
+from ray_reid.distributed.worker import train_loop_per_worker
+from ray_reid.engine.checkpoint import HISTORY_FILE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitOutcome:
+    history: list[dict[str, Any]]
+    checkpoint_path: str | None
+    run_path: str
+
+
+def storage_path(cfg: TrainConfig) -> str:
+    """Absolute local path (Ray Train wants one) or the URI as given."""
+    path = cfg.run.storage_path
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> TorchTrainer:
+    use_gpu = cfg.run.gpus_per_worker > 0
+    resources = {"CPU": cfg.run.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = cfg.run.gpus_per_worker
+    return TorchTrainer(
+        train_loop_per_worker=train_loop_per_worker,
+        train_loop_config={"config": cfg.to_dict(), "actor": actor},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(
+            name=cfg.run.name,
+            storage_path=storage_path(cfg),
+            failure_config=FailureConfig(max_failures=cfg.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=3),
+            callbacks=callbacks,
+        ),
+    )
+
+
+def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitOutcome:
+    """Run (or resume, for the same storage_path and run name) the distributed training."""
+    actor = get_or_create_actor(cfg.run.name, dict(cfg.to_dict()["cluster"]), num_workers=cfg.run.num_workers,
+                                gpus_per_worker=cfg.run.gpus_per_worker, cpus_per_worker=cfg.run.cpus_per_worker)
+    where = ray.get(actor.where.remote())
+    log.info("ClusteringActor runs on node %s (%s)", where["node_id"][:8], where["device"])
+    trainer = build_trainer(cfg, actor, callbacks=callbacks)
+    try:
+        result = trainer.fit()
+    finally:
+        ray.kill(actor, no_restart=True)
+    history: list[dict[str, Any]] = []
+    ckpt_path = None
+    if result.checkpoint is not None:
+        ckpt_path = result.checkpoint.path
+        with result.checkpoint.as_directory() as folder:
+            import json
+
+            history = json.loads((Path(folder) / HISTORY_FILE).read_text())
+    run_path = os.path.join(storage_path(cfg), cfg.run.name)
+    return FitOutcome(history=history, checkpoint_path=ckpt_path, run_path=run_path)

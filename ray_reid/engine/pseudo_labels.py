@@ -1,0 +1,135 @@
+"""The cluster stage of an epoch: embeddings of every training image in, pseudo-identities out.
+
+Arrays in, labels out, no Ray: the ClusteringActor calls :func:`assign_pseudo_labels` on the
+embeddings the workers put in the object store, and in-process runs and tests call it directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import torch
+
+from ray_reid.clustering import HierarchicalSSE, JaccardDBSCAN, compute_jaccard_distance, fuse_views
+from ray_reid.clustering.schedule import hct_target_clusters
+from ray_reid.config import ClusterConfig
+from ray_reid.losses.cluster_memory import cluster_centroids
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PseudoLabels:
+    """One epoch's pseudo-identities: a label per training image (-1 = outlier, left out of the epoch)."""
+
+    labels: np.ndarray
+    centroids: dict[str, np.ndarray] = field(repr=False)
+    target: int | None
+    seconds: float
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.labels.max()) + 1 if (self.labels >= 0).any() else 0
+
+    @property
+    def n_outliers(self) -> int:
+        return int((self.labels < 0).sum())
+
+
+def view_weights(views: tuple[str, ...], cfg: ClusterConfig) -> list[float]:
+    """Fusion weights in the order of ``views`` (global first, then up/down, as in DESIGN.md §5)."""
+    if len(views) > len(cfg.view_weights):
+        raise ValueError(
+            f"cluster.view_weights has {len(cfg.view_weights)} weights but the model has views {views}"
+        )
+    return list(cfg.view_weights[: len(views)])
+
+
+def target_clusters(n_samples: int, epoch: int, cfg: ClusterConfig) -> int:
+    """HCT schedule for the hierarchical clusterer, floored at ``min_clusters_ratio`` of N."""
+    floor = max(1, math.ceil(cfg.min_clusters_ratio * n_samples))
+    return max(floor, hct_target_clusters(n_samples, cfg.merge_percent, cfg.first_step + epoch))
+
+
+def _relabel_compact(labels: np.ndarray) -> np.ndarray:
+    """Map labels to 0..C-1 in order of first appearance, keeping -1 for outliers."""
+    out = np.full(labels.shape, -1, dtype=np.int64)
+    keep = labels >= 0
+    if keep.any():
+        _, first, inverse = np.unique(labels[keep], return_index=True, return_inverse=True)
+        order = np.argsort(np.argsort(first))
+        out[keep] = order[inverse]
+    return out
+
+
+def _dbscan_fused(features: Mapping[str, np.ndarray], views: tuple[str, ...], cfg: ClusterConfig) -> np.ndarray:
+    """DBSCAN on the weighted sum of per-view Jaccard distances (absent sparse entries mean distance 1)."""
+    from sklearn.cluster import DBSCAN
+
+    weights = np.asarray(view_weights(views, cfg), dtype=np.float64)
+    weights = weights / weights.sum()
+    similarity = None
+    for view, w in zip(views, weights):
+        dist = compute_jaccard_distance(features[view], k1=cfg.k1, k2=cfg.k2, device=cfg.device).tocsr()
+        sim = dist.copy()
+        sim.data = w * (1.0 - sim.data)
+        similarity = sim if similarity is None else similarity + sim
+    fused = similarity.tocsr()
+    fused.data = 1.0 - fused.data
+    fused.setdiag(0.0)  # explicit zeros: every point is its own neighbour for DBSCAN
+    return DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, metric="precomputed").fit_predict(fused)
+
+
+def assign_pseudo_labels(
+    features: Mapping[str, np.ndarray],
+    cfg: ClusterConfig,
+    *,
+    epoch: int,
+) -> PseudoLabels:
+    """Cluster the (multi-view) embeddings of the whole training set and build per-view centroids."""
+    start = time.perf_counter()
+    views = tuple(features)
+    n = len(features[views[0]])
+    for view in views:
+        arr = features[view]
+        if arr.ndim != 2 or len(arr) != n:
+            raise ValueError(f"features of view {view!r} have shape {arr.shape}; expected ({n}, D)")
+        if not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).any(axis=1).sum())
+            raise ValueError(f"features of view {view!r} hold NaN or inf in {bad} of {n} rows; refusing to cluster")
+    target = None
+    if cfg.method == "hc_sse":
+        target = target_clusters(n, epoch, cfg)
+        x = features[views[0]] if len(views) == 1 else fuse_views(
+            [features[v] for v in views], view_weights(views, cfg)
+        )
+        clusterer = HierarchicalSSE(
+            target, lam=cfg.lam, linkage=cfg.linkage, regularizer=cfg.regularizer, normalize=len(views) == 1,
+            device=cfg.device,
+        )
+        raw = clusterer.fit_predict(x)
+    elif cfg.method == "dbscan_jaccard":
+        if len(views) == 1:
+            raw = JaccardDBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1, k2=cfg.k2,
+                                device=cfg.device).fit_predict(features[views[0]])
+        else:
+            raw = _dbscan_fused(features, views, cfg)
+    else:  # config validation makes this unreachable
+        raise ValueError(f"unknown clusterer {cfg.method!r}")
+    labels = _relabel_compact(np.asarray(raw))
+    centroids = {}
+    if (labels >= 0).any():
+        label_t = torch.from_numpy(labels)
+        for view in views:
+            centroids[view] = cluster_centroids(torch.from_numpy(np.ascontiguousarray(features[view])), label_t).numpy()
+    result = PseudoLabels(labels=labels, centroids=centroids, target=target, seconds=time.perf_counter() - start)
+    log.info(
+        "epoch %d: %s gave %d clusters, %d outliers from %d images in %.1fs%s", epoch, cfg.method,
+        result.n_clusters, result.n_outliers, n, result.seconds, f" (target {target})" if target else "",
+    )
+    return result
