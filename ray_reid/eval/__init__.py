@@ -1,0 +1,18 @@
+"""Evaluation: query/gallery ranking (CMC, mAP), clustering quality, and the pictures.
+
+Plotting lives in :mod:`ray_reid.eval.plots` and is imported from there, so that
+importing the metrics does not pull in matplotlib.
+"""
+
+from ray_reid.eval.cluster_metrics import ClusteringScores, clustering_scores
+from ray_reid.eval.features import l2_normalize, reid_metrics
+from ray_reid.eval.rank import compute_distmat, evaluate_rank
+
+__all__ = [
+    "ClusteringScores",
+    "clustering_scores",
+    "compute_distmat",
+    "evaluate_rank",
+    "l2_normalize",
+    "reid_metrics",
+]

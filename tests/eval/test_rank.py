@@ -170,3 +170,29 @@ def test_compute_distmat_rejects_mismatched_dims():
         compute_distmat(np.zeros(4), np.zeros((3, 4)))
     with pytest.raises(ValueError, match="NaN or infinite"):
         compute_distmat(np.full((2, 4), np.nan), np.zeros((3, 4)))
+
+
+def test_reid_metrics_from_features_matches_reference_and_ignores_scale():
+    from ray_reid.eval import reid_metrics
+
+    rng = np.random.default_rng(5)
+    n_ids, dim = 6, 8
+    centres = rng.standard_normal((n_ids, dim))
+    q_pids, g_pids = rng.integers(0, n_ids, 15), rng.integers(0, n_ids, 40)
+    q_cams, g_cams = rng.integers(0, 3, 15), rng.integers(0, 3, 40)
+    qf = centres[q_pids] + 0.8 * rng.standard_normal((15, dim))
+    gf = centres[g_pids] + 0.8 * rng.standard_normal((40, dim))
+    q_pids, g_pids = q_pids + 1, g_pids + 1  # pid 0 would be a distractor
+    out = reid_metrics(qf, gf, q_pids, g_pids, q_cams, g_cams)
+    assert set(out) == {"mAP", "rank1", "rank5", "rank10"}
+    qn = qf / np.linalg.norm(qf, axis=1, keepdims=True)
+    gn = gf / np.linalg.norm(gf, axis=1, keepdims=True)
+    ref_cmc, ref_map = loop_reference(2 - 2 * qn @ gn.T, q_pids, g_pids, q_cams, g_cams, 10)
+    assert out["mAP"] == pytest.approx(ref_map, abs=1e-6)
+    assert [out["rank1"], out["rank5"], out["rank10"]] == pytest.approx(ref_cmc[[0, 4, 9]], abs=1e-6)
+    assert all(0.0 <= v <= 1.0 for v in out.values())
+    scaled = reid_metrics(3 * qf, gf * rng.uniform(0.5, 2, (40, 1)), q_pids, g_pids, q_cams, g_cams, ranks=(1, 3))
+    assert set(scaled) == {"mAP", "rank1", "rank3"}
+    assert scaled["mAP"] == pytest.approx(out["mAP"], abs=1e-6)
+    with pytest.raises(ValueError, match="ranks must be"):
+        reid_metrics(qf, gf, q_pids, g_pids, q_cams, g_cams, ranks=(0,))
