@@ -62,12 +62,15 @@ def _image_facts(path: str) -> tuple[int, int, str]:
     return width, height, digest
 
 
-def _parallel_map(fn: Callable[[T], U], items: Sequence[T], *, workers: int, desc: str, progress: bool) -> list[U]:
+def _parallel_map(
+    fn: Callable[[T], U], items: Sequence[T], *, workers: int, desc: str, progress: bool
+) -> list[U]:
     """``fn`` over ``items`` on a thread pool (hashing is I/O and hashlib releases the GIL), in order."""
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(tqdm(pool.map(fn, items), total=len(items), desc=desc, unit="img", disable=not progress))
+        results = tqdm(pool.map(fn, items), total=len(items), desc=desc, unit="img", disable=not progress)
+        return list(results)
 
 
 def _relative(path: str, root: str) -> str:
@@ -102,7 +105,11 @@ def write_manifest(
     rows: list[tuple[str, ImageRecord]] = [(s, r) for s in SPLITS for r in getattr(dataset, s)]
     rel_paths = [_relative(r.path, root) for _, r in rows]
     facts = _parallel_map(
-        _image_facts, [r.path for _, r in rows], workers=workers, desc=f"manifest {dataset.name}", progress=progress
+        _image_facts,
+        [r.path for _, r in rows],
+        workers=workers,
+        desc=f"manifest {dataset.name}",
+        progress=progress,
     )
     table = pa.table(
         {
@@ -115,7 +122,11 @@ def write_manifest(
             "sha256": [d for _, _, d in facts],
         },
         schema=SCHEMA.with_metadata(
-            {_META_NAME: dataset.name.encode(), _META_ROOT: root.encode(), _META_VERSION: MANIFEST_VERSION.encode()}
+            {
+                _META_NAME: dataset.name.encode(),
+                _META_ROOT: root.encode(),
+                _META_VERSION: MANIFEST_VERSION.encode(),
+            }
         ),
     )
     out = pathlib.Path(path).expanduser().absolute()
@@ -154,15 +165,21 @@ def _absolute(root: str, rel: str) -> str:
     return os.path.join(root, *rel.split("/"))
 
 
+def _base(root: str | os.PathLike[str] | None, stored_root: str) -> str:
+    return os.path.abspath(os.path.expanduser(os.fspath(root))) if root is not None else stored_root
+
+
 def read_manifest(path: str | os.PathLike[str], root: str | os.PathLike[str] | None = None) -> ReidDataset:
     """The dataset stored in manifest ``path``; ``root`` replaces the stored root (data that moved)."""
     table, name, stored_root = _load_table(path)
-    base = os.path.abspath(os.path.expanduser(os.fspath(root))) if root is not None else stored_root
-    columns = {c: table.column(c).to_pylist() for c in ("path", "pid", "camid", "split")}
+    base = _base(root, stored_root)
+    columns = [table.column(c).to_pylist() for c in ("path", "pid", "camid", "split")]
     splits: dict[str, list[ImageRecord]] = {s: [] for s in SPLITS}
-    for rel, pid, camid, split in zip(columns["path"], columns["pid"], columns["camid"], columns["split"], strict=True):
+    for rel, pid, camid, split in zip(*columns, strict=True):
         if pid < 0 or camid < 0:
-            raise ValueError(f"manifest {os.fspath(path)}: {rel} has pid {pid} / camid {camid}; both must be >= 0")
+            raise ValueError(
+                f"manifest {os.fspath(path)}: {rel} has pid {pid} / camid {camid}; both must be >= 0"
+            )
         splits[split].append(ImageRecord(_absolute(base, rel), int(pid), int(camid)))
     return ReidDataset(name=name, root=base, **splits)
 
@@ -176,11 +193,9 @@ def verify_manifest(
 ) -> list[str]:
     """Manifest paths (relative, as stored) whose file is missing or whose hash or size changed."""
     table, _, stored_root = _load_table(path)
-    base = os.path.abspath(os.path.expanduser(os.fspath(root))) if root is not None else stored_root
+    base = _base(root, stored_root)
     rel_paths = table.column("path").to_pylist()
-    expected = zip(
-        table.column("width").to_pylist(), table.column("height").to_pylist(), table.column("sha256").to_pylist(), strict=True
-    )
+    expected = zip(*(table.column(c).to_pylist() for c in ("width", "height", "sha256")), strict=True)
 
     def facts_or_none(rel: str) -> tuple[int, int, str] | None:
         try:
@@ -189,8 +204,12 @@ def verify_manifest(
             log.warning("cannot read %s: %s", rel, exc)
             return None
 
-    actual = _parallel_map(facts_or_none, rel_paths, workers=workers, desc="verify manifest", progress=progress)
+    actual = _parallel_map(
+        facts_or_none, rel_paths, workers=workers, desc="verify manifest", progress=progress
+    )
     changed = [rel for rel, want, got in zip(rel_paths, expected, actual, strict=True) if got != tuple(want)]
     if changed:
-        log.warning("manifest %s: %d of %d images changed or missing", os.fspath(path), len(changed), len(rel_paths))
+        log.warning(
+            "manifest %s: %d of %d images changed or missing", os.fspath(path), len(changed), len(rel_paths)
+        )
     return changed

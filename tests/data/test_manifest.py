@@ -11,7 +11,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from ray_reid.data import ImageRecord, ReidDataset, load_dataset, read_manifest, verify_manifest, write_manifest
+from ray_reid.data import (
+    ImageRecord,
+    ReidDataset,
+    load_dataset,
+    read_manifest,
+    verify_manifest,
+    write_manifest,
+)
 from ray_reid.data import manifest as manifest_module
 
 
@@ -71,7 +78,8 @@ def test_moved_data_resolves_with_root_override(market: ReidDataset, tmp_path: p
     moved = tmp_path / "cache" / "market"
     shutil.move(market.root, moved)
     assert sorted(verify_manifest(path, progress=False)) == sorted(
-        os.path.relpath(r.path, market.root).replace(os.sep, "/") for r in (*market.train, *market.query, *market.gallery)
+        os.path.relpath(r.path, market.root).replace(os.sep, "/")
+        for r in (*market.train, *market.query, *market.gallery)
     )
     ds = read_manifest(path, root=moved)
     assert ds.root == str(moved)
@@ -115,12 +123,16 @@ def test_failing_write_leaves_existing_manifest(
 def test_not_an_image_and_outside_root(market: ReidDataset, tmp_path: pathlib.Path) -> None:
     fake = pathlib.Path(market.root, "query", "0004_c1s1_000001_00.jpg")
     fake.write_bytes(b"not really a jpeg")
-    with_fake = ReidDataset(market.name, market.root, market.train, [ImageRecord(str(fake), 4, 0)], market.gallery)
+    with_fake = ReidDataset(
+        market.name, market.root, market.train, [ImageRecord(str(fake), 4, 0)], market.gallery
+    )
     with pytest.raises(ValueError, match=f"{fake} is not a readable image"):
         write(with_fake, tmp_path / "m.parquet")
     outside = tmp_path / "elsewhere.jpg"
     outside.write_bytes(b"")
-    stray = ReidDataset(market.name, market.root, market.train, [ImageRecord(str(outside), 4, 0)], market.gallery)
+    stray = ReidDataset(
+        market.name, market.root, market.train, [ImageRecord(str(outside), 4, 0)], market.gallery
+    )
     with pytest.raises(ValueError, match=f"{outside} is not inside the dataset root"):
         write(stray, tmp_path / "m.parquet")
     assert not (tmp_path / "m.parquet").exists()
@@ -147,11 +159,14 @@ def test_bad_split_value_is_named(market: ReidDataset, tmp_path: pathlib.Path) -
     splits[0] = "val"
     index = table.column_names.index("split")
     _rewrite(path, table.set_column(index, "split", pa.array(splits)))
-    with pytest.raises(ValueError, match=r"bad split value\(s\) \['val'\]; valid splits: train, query, gallery"):
+    valid = "valid splits: train, query, gallery"
+    with pytest.raises(ValueError, match=rf"bad split value\(s\) \['val'\]; {valid}"):
         read_manifest(path)
 
 
-def test_missing_metadata_negative_ids_and_unreadable_files(market: ReidDataset, tmp_path: pathlib.Path) -> None:
+def test_missing_metadata_negative_ids_and_unreadable_files(
+    market: ReidDataset, tmp_path: pathlib.Path
+) -> None:
     path = write(market, tmp_path / "m.parquet")
     table = pq.read_table(path)
     _rewrite(path, table.replace_schema_metadata(None))

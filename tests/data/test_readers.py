@@ -47,7 +47,9 @@ def test_market_is_deterministic(market_root: pathlib.Path) -> None:
     ("name", "canonical"),
     [("market1501", "Market-1501-v15.09.15"), ("market1501", "Market-1501"), ("dukemtmc", "DukeMTMC-reID")],
 )
-def test_canonical_subfolder_detected(trees: SimpleNamespace, tmp_path: pathlib.Path, name: str, canonical: str) -> None:
+def test_canonical_subfolder_detected(
+    trees: SimpleNamespace, tmp_path: pathlib.Path, name: str, canonical: str
+) -> None:
     trees.make_market_tree(tmp_path / canonical)
     ds = load_dataset(name, tmp_path)
     assert ds.root == str(tmp_path / canonical)
@@ -76,7 +78,9 @@ def test_market_camera_out_of_range_names_file(trees: SimpleNamespace, market_ro
 
 
 @pytest.mark.parametrize("bad_name", ["0004_c0s1_000001_00.jpg", "-2_c1s1_000001_00.jpg"])
-def test_camera_zero_and_pid_below_junk_rejected(trees: SimpleNamespace, market_root: pathlib.Path, bad_name: str) -> None:
+def test_camera_zero_and_pid_below_junk_rejected(
+    trees: SimpleNamespace, market_root: pathlib.Path, bad_name: str
+) -> None:
     bad = trees.write_image(market_root / "bounding_box_test" / bad_name)
     with pytest.raises(ValueError) as info:
         load_dataset("synthetic", market_root)
@@ -125,7 +129,9 @@ def test_all_junk_split_is_empty(trees: SimpleNamespace, market_root: pathlib.Pa
         load_dataset("market1501", market_root)
 
 
-def test_synthetic_allows_many_cameras_and_ignores_subfolders(trees: SimpleNamespace, market_root: pathlib.Path) -> None:
+def test_synthetic_allows_many_cameras_and_ignores_subfolders(
+    trees: SimpleNamespace, market_root: pathlib.Path
+) -> None:
     trees.write_image(market_root / "bounding_box_test" / "0003_c12s1_000001_00.jpg")
     (market_root / "bounding_box_test" / "0004_c1s1_nested.jpg").mkdir()  # a folder, not an image
     ds = load_dataset("synthetic", market_root)
@@ -199,7 +205,9 @@ def test_msmt17_lists_merge_val(trees: SimpleNamespace, msmt_root: pathlib.Path)
     assert len(ds.gallery) == len(trees.MSMT_GALLERY) and len(ds.query) == len(trees.MSMT_QUERY)
 
 
-def test_msmt17_without_val_and_merge_off(trees: SimpleNamespace, tmp_path: pathlib.Path, msmt_root: pathlib.Path) -> None:
+def test_msmt17_without_val_and_merge_off(
+    trees: SimpleNamespace, tmp_path: pathlib.Path, msmt_root: pathlib.Path
+) -> None:
     assert len(load_dataset("msmt17", msmt_root, merge_val=False).train) == len(trees.MSMT_TRAIN)
     other = trees.make_msmt_tree(tmp_path / "MSMT17", val=False)
     assert len(load_dataset("msmt17", other).train) == len(trees.MSMT_TRAIN)
@@ -227,7 +235,9 @@ def test_msmt17_v2_folders_and_flat_names(trees: SimpleNamespace, tmp_path: path
         ("0000/0000_000_01_0303morning_0015_0.jpg -3", "pid -3"),
     ],
 )
-def test_msmt17_bad_line_names_list_and_line(trees: SimpleNamespace, msmt_root: pathlib.Path, line: str, message: str) -> None:
+def test_msmt17_bad_line_names_list_and_line(
+    trees: SimpleNamespace, msmt_root: pathlib.Path, line: str, message: str
+) -> None:
     trees.write_list(msmt_root / "list_query.txt", trees.MSMT_QUERY, extra_lines=("", line))
     with pytest.raises(ValueError, match=message) as info:
         load_dataset("msmt17", msmt_root)
