@@ -1,0 +1,241 @@
+"""The pictures people look at: training curves, rank lists, and embeddings.
+
+Everything renders with matplotlib's Agg backend (no display on cluster nodes) into a
+figure object that is never registered with pyplot, and is written atomically (temp file
+in the target folder, then rename), so a dashboard polling the PNG never sees half a file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageOps
+
+from ray_reid.eval.rank import JUNK_PID, _as_numpy_2d
+
+log = logging.getLogger(__name__)
+
+#: Cell size (height, width) of one crop in a rank list; re-ID crops are 2:1.
+_THUMB = (128, 64)
+_RIGHT, _WRONG, _QUERY = (0, 170, 0), (210, 0, 0), (90, 90, 90)
+
+
+def _save(fig: Figure, out_png: str | os.PathLike) -> Path:
+    out = Path(out_png)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"out_png must end in .png, got {str(out)!r}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("wrote %s", out)
+    return out
+
+
+def _column(rows: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values) where ``key`` is present and finite."""
+    xs, ys = [], []
+    for i, row in enumerate(rows):
+        value = row.get(key)
+        if value is None:
+            continue
+        value = float(value)
+        if math.isfinite(value):
+            xs.append(float(row.get("epoch", i)))
+            ys.append(value)
+    return np.asarray(xs), np.asarray(ys)
+
+
+_PANELS = (
+    ("accuracy", ("mAP", "rank1")),
+    ("loss", ("loss",)),
+    ("clusters", ("n_clusters",)),
+    ("clustering quality", ("ari", "nmi")),
+)
+
+
+def plot_training_curves(rows: list[dict], out_png: str | os.PathLike) -> Path:
+    """One figure, four panels (mAP & rank-1, loss, number of clusters, ARI/NMI) over epochs.
+
+    ``rows`` are per-epoch metric dicts as ``ray.train.report`` receives them; ``epoch``
+    is the x axis (the row index when absent). Keys may be missing or NaN in some rows
+    (evaluation runs only every few epochs): those points are skipped, and a panel with
+    no data at all says so instead of failing.
+    """
+    if not isinstance(rows, Sequence) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError("rows must be a list of dicts, one per epoch")
+    fig = Figure(figsize=(12, 8))
+    axes = fig.subplots(2, 2).ravel()
+    for ax, (title, keys) in zip(axes, _PANELS):
+        plotted = False
+        for key in keys:
+            x, y = _column(rows, key)
+            if len(x):
+                ax.plot(x, y, marker="o", markersize=3, label=key)
+                plotted = True
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        if plotted:
+            ax.legend(loc="best")
+        else:
+            ax.text(0.5, 0.5, f"no {'/'.join(keys)} recorded", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def _thumb(path: str, colour: tuple[int, int, int]) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB").resize((_THUMB[1], _THUMB[0]))
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"rank list image not found: {path}") from exc
+    return np.asarray(ImageOps.expand(img, border=4, fill=colour))
+
+
+def _records(name: str, records: Sequence[Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    try:
+        paths = [str(r[0]) for r in records]
+        pids = np.asarray([int(r[1]) for r in records], dtype=np.int64)
+        cams = np.asarray([int(r[2]) for r in records], dtype=np.int64)
+    except (TypeError, IndexError, ValueError) as exc:
+        raise ValueError(f"{name} must be (path, pid, camid) records: {exc}") from exc
+    return paths, pids, cams
+
+
+def plot_rank_list(
+    query_records: Sequence[Any],
+    gallery_records: Sequence[Any],
+    distmat: Any,
+    out_png: str | os.PathLike,
+    *,
+    n_queries: int = 8,
+    topk: int = 10,
+    seed: int = 0,
+) -> Path:
+    """Rows of a query crop followed by its ``topk`` nearest gallery crops.
+
+    The gallery is filtered as :func:`~ray_reid.eval.rank.evaluate_rank` filters it (same
+    pid and camera removed, junk dropped), so what is shown is what was scored; a green
+    border marks a right match, red a wrong one. ``n_queries`` queries are drawn at random
+    (``seed``) among those with a valid match in the gallery.
+    """
+    q_paths, q_pids, q_cams = _records("query_records", query_records)
+    g_paths, g_pids, g_cams = _records("gallery_records", gallery_records)
+    dist = _as_numpy_2d(distmat)
+    if dist.shape != (len(q_paths), len(g_paths)):
+        raise ValueError(
+            f"distmat has shape {dist.shape} but there are {len(q_paths)} query and {len(g_paths)} gallery records"
+        )
+    for name, value in (("n_queries", n_queries), ("topk", topk)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    keep = ~((q_pids[:, None] == g_pids[None, :]) & (q_cams[:, None] == g_cams[None, :]))
+    keep &= (g_pids != JUNK_PID)[None, :]
+    has_match = ((q_pids[:, None] == g_pids[None, :]) & keep).any(axis=1)
+    candidates = np.flatnonzero(has_match)
+    if len(candidates) == 0:
+        raise ValueError("no query has a valid match in the gallery: nothing to show")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.choice(candidates, size=min(n_queries, len(candidates)), replace=False))
+
+    fig = Figure(figsize=(1.1 * (topk + 1), 2.3 * len(chosen)))
+    axes = np.asarray(fig.subplots(len(chosen), topk + 1, squeeze=False))
+    for row, qi in enumerate(chosen):
+        kept = np.flatnonzero(keep[qi])
+        order = kept[np.argsort(dist[qi, kept], kind="stable")][:topk]
+        cells = [(_thumb(q_paths[qi], _QUERY), f"query\npid {q_pids[qi]} c{q_cams[qi]}")]
+        for rank, gi in enumerate(order, start=1):
+            right = g_pids[gi] == q_pids[qi]
+            cells.append((_thumb(g_paths[gi], _RIGHT if right else _WRONG), f"{rank}: pid {g_pids[gi]}\n{dist[qi, gi]:.3f}"))
+        for col, ax in enumerate(axes[row]):
+            ax.set_axis_off()
+            if col < len(cells):
+                image, label = cells[col]
+                ax.imshow(image)
+                ax.set_title(label, fontsize=7)
+    fig.tight_layout()
+    return _save(fig, out_png)
+
+
+def _label_colours(labels: np.ndarray) -> np.ndarray:
+    """RGBA per point: a categorical colour per label, outliers (-1) light grey."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab20"]
+    _, idx = np.unique(labels, return_inverse=True)
+    colours = cmap(idx.ravel() % cmap.N)
+    colours[labels == -1] = (0.75, 0.75, 0.75, 0.6)
+    return colours
+
+
+def plot_embedding(
+    features: Any,
+    true_ids: Any,
+    pseudo_labels: Any,
+    out_png: str | os.PathLike,
+    *,
+    max_points: int = 2000,
+    seed: int = 0,
+) -> Path:
+    """2-D t-SNE of the embeddings, side by side coloured by true id and by pseudo-label.
+
+    Shows at a glance whether clusters are merged identities (one pseudo colour over
+    several true colours) or split ones. At most ``max_points`` points (a seeded random
+    subset) go through t-SNE, which is quadratic-ish and slow beyond a few thousand.
+    Outliers (pseudo-label -1) are grey.
+    """
+    from sklearn.manifold import TSNE  # local: only plotting needs it
+
+    if type(features).__module__.startswith("torch"):
+        features = features.detach().float().cpu().numpy()
+    feats = np.asarray(features, dtype=np.float64)
+    true_ids = np.asarray(true_ids)
+    pseudo = np.asarray(pseudo_labels)
+    if feats.ndim != 2:
+        raise ValueError(f"features must be 2-D (num_images, dim), got shape {feats.shape}")
+    if true_ids.shape != (len(feats),) or pseudo.shape != (len(feats),):
+        raise ValueError(
+            f"true_ids {true_ids.shape} and pseudo_labels {pseudo.shape} must both be 1-D of length {len(feats)}"
+        )
+    if len(feats) < 5:
+        raise ValueError(f"t-SNE needs at least 5 points, got {len(feats)}")
+    if isinstance(max_points, bool) or not isinstance(max_points, (int, np.integer)) or max_points < 5:
+        raise ValueError(f"max_points must be an integer >= 5, got {max_points!r}")
+
+    rng = np.random.default_rng(seed)
+    if len(feats) > max_points:
+        pick = np.sort(rng.choice(len(feats), size=max_points, replace=False))
+        feats, true_ids, pseudo = feats[pick], true_ids[pick], pseudo[pick]
+    perplexity = float(min(30.0, (len(feats) - 1) / 3))
+    xy = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(feats)
+
+    fig = Figure(figsize=(13, 6))
+    ax_true, ax_pseudo = fig.subplots(1, 2)
+    n_out = int((pseudo == -1).sum())
+    for ax, labels, title in (
+        (ax_true, true_ids, f"true ids ({len(np.unique(true_ids))})"),
+        (ax_pseudo, pseudo, f"pseudo-labels ({len(np.unique(pseudo[pseudo != -1]))} clusters, {n_out} outliers)"),
+    ):
+        ax.scatter(xy[:, 0], xy[:, 1], c=_label_colours(labels), s=8, linewidths=0)
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return _save(fig, out_png)
