@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import pathlib
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -213,3 +214,54 @@ def verify_manifest(
             "manifest %s: %d of %d images changed or missing", os.fspath(path), len(changed), len(rel_paths)
         )
     return changed
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m ray_reid.data.manifest write NAME ROOT OUT`` / ``verify MANIFEST [--root R]``.
+
+    Write once on a machine that sees the data, then ship the small manifest with the job;
+    ``verify`` exits 1 when any image changed, so it can gate a training run.
+    """
+    import argparse
+
+    from ray_reid.data.registry import available_datasets, load_dataset
+
+    parser = argparse.ArgumentParser(prog="python -m ray_reid.data.manifest", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    w = sub.add_parser("write", help="read a dataset and write its Parquet manifest")
+    w.add_argument("name", help=f"dataset name: {', '.join(available_datasets())}")
+    w.add_argument("root", help="dataset folder (or the folder containing it)")
+    w.add_argument("out", help="manifest file to write (.parquet)")
+    w.add_argument("--workers", type=int, default=8)
+    w.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="reader option")
+    v = sub.add_parser("verify", help="re-hash every image; list the ones that changed")
+    v.add_argument("manifest")
+    v.add_argument("--root", default=None, help="where the data lives now (default: the stored root)")
+    v.add_argument("--workers", type=int, default=8)
+    args = parser.parse_args(argv)
+
+    options: dict[str, object] = {}
+    if args.command == "write":
+        for item in args.option:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                parser.error(f"--option must be KEY=VALUE, got {item!r}")
+            options[key] = {"true": True, "false": False}.get(value.lower(), value)
+    try:
+        if args.command == "write":
+            dataset = load_dataset(args.name, args.root, **options)
+            print(dataset.summary())
+            print(write_manifest(dataset, args.out, workers=args.workers))
+            return 0
+        changed = verify_manifest(args.manifest, args.root, workers=args.workers)
+    except (FileNotFoundError, ValueError) as exc:  # bad user input: one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for rel in changed:
+        print(rel)
+    print(f"{len(changed)} image(s) changed or missing", file=sys.stderr)
+    return 1 if changed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

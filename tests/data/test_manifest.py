@@ -182,3 +182,31 @@ def test_missing_metadata_negative_ids_and_unreadable_files(
     (tmp_path / "junk.parquet").write_bytes(b"PAR1 nonsense")
     with pytest.raises(ValueError, match="junk.parquet is not a readable Parquet file"):
         read_manifest(tmp_path / "junk.parquet")
+
+
+def test_cli_write_then_verify(
+    trees: SimpleNamespace, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = trees.make_msmt_tree(tmp_path / "MSMT17_V1")
+    out = tmp_path / "msmt.parquet"
+    args = ["write", "msmt17", str(tmp_path), str(out), "--workers", "2", "--option", "merge_val=false"]
+    assert manifest_module.main(args) == 0
+    ds = read_manifest(out)
+    assert len(ds.train) == len(trees.MSMT_TRAIN)  # the option reached the reader as a bool
+    assert manifest_module.main(["verify", str(out)]) == 0
+    victim = root / "test" / trees.MSMT_QUERY[0][0]
+    Image.new("RGB", (4, 8), (0, 0, 0)).save(victim, format="JPEG")
+    capsys.readouterr()
+    assert manifest_module.main(["verify", str(out), "--root", str(root)]) == 1
+    assert capsys.readouterr().out.split() == [f"test/{trees.MSMT_QUERY[0][0]}"]
+    with pytest.raises(SystemExit):
+        manifest_module.main(["write", "msmt17", str(tmp_path), str(out), "--option", "merge_val"])
+
+
+def test_cli_reports_bad_input_without_traceback(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert manifest_module.main(["verify", str(tmp_path / "none.parquet")]) == 2
+    assert f"error: manifest {tmp_path / 'none.parquet'} does not exist" in capsys.readouterr().err
+    assert manifest_module.main(["write", "viper", str(tmp_path), str(tmp_path / "m.parquet")]) == 2
+    assert "unknown dataset 'viper'" in capsys.readouterr().err
