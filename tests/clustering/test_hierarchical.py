@@ -210,3 +210,17 @@ def test_cupy_matches_numpy(monkeypatch, link, reg):
     np.testing.assert_array_equal(gpu.merges_, cpu.merges_)
     np.testing.assert_array_equal(gpu.labels_, cpu.labels_)
     assert isinstance(gpu.labels_, np.ndarray)
+
+
+def test_score_against_truth_reports_a_recovered_mixture():
+    from ray_reid.clustering.report import score_against_truth
+
+    rng = np.random.default_rng(4)
+    centres = _unit(rng.standard_normal((5, 12)))
+    truth = np.repeat(np.arange(5), 8)
+    x = centres[truth] + 0.02 * rng.standard_normal((40, 12))
+    scores = score_against_truth(HierarchicalSSE(5, lam=0.1, device="cpu").fit_predict(x), truth)
+    assert scores["ari"] == pytest.approx(1.0) and scores["nmi"] == pytest.approx(1.0)
+    assert scores["n_clusters"] == 5 and scores["n_outliers"] == 0 and scores["n_samples"] == 40
+    merged = score_against_truth(np.where(truth == 4, 3, truth), truth)
+    assert merged["ari"] < 1.0 and merged["pairwise_precision"] < 1.0 and merged["pairwise_recall"] == 1.0
