@@ -113,7 +113,7 @@ def run_scale(s: Scale, args, rows):
           f"distmat {distmat.nbytes / 2**30:.2f} GiB float32")
 
     def fast(d=distmat, qp=q_pids, qc=q_cams):
-        return evaluate_rank(d, qp, g_pids, qc, g_cams, max_rank=50, memory_budget=args.memory_budget,
+        return evaluate_rank(d, qp, g_pids, qc, g_cams, max_rank=50, memory_budget=args.memory_budget, n_jobs=args.jobs,
                              progress=args.progress)
 
     (cmc, m_ap), t_fast, mem_fast = measure(fast, memory=not args.no_memory)
@@ -160,6 +160,7 @@ def main(argv=None):
     p.add_argument("--check-queries", type=int, default=500,
                    help="queries on which the stable loop checks evaluate_rank exactly (default 500)")
     p.add_argument("--memory-budget", type=int, default=DEFAULT_MEMORY_BUDGET, help="working bytes per chunk")
+    p.add_argument("--jobs", type=int, default=1, help="threads for evaluate_rank (default 1)")
     p.add_argument("--no-memory", action="store_true", help="skip the traced (second) runs for peak memory")
     p.add_argument("--progress", action="store_true", help="tqdm bar for the fast path")
     p.add_argument("--seed", type=int, default=0)

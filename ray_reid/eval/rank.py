@@ -20,6 +20,8 @@ depend on the chunk size, bit for bit.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
@@ -152,6 +154,7 @@ def evaluate_rank(
     *,
     chunk_size: int | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    n_jobs: int = 1,
     progress: bool = False,
 ) -> tuple[np.ndarray, float]:
     """CMC curve and mAP of a query × gallery distance matrix, Market-1501 protocol.
@@ -170,7 +173,8 @@ def evaluate_rank(
     the curve, which breaks callers that index ``cmc[9]`` on a tiny gallery.
 
     ``chunk_size`` (query rows per step) defaults to what fits ``memory_budget`` bytes of
-    working arrays; the result does not depend on it. ``distmat`` may be a NumPy array
+    working arrays; the result does not depend on it. ``n_jobs`` threads work on chunks
+    at once (NumPy's sort releases the GIL); the budget is then shared between them. ``distmat`` may be a NumPy array
     (any real dtype; float32 and float64 are used as they are) or a torch tensor.
 
     Returns ``(cmc, mAP)``: a float64 array of length ``max_rank`` and a float in [0, 1].
@@ -188,8 +192,10 @@ def evaluate_rank(
         raise ValueError(f"distmat is empty (shape {dist.shape}): need at least one query and one gallery entry")
 
     work_dtype = dist.dtype if dist.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive integer, got {n_jobs!r}")
     if chunk_size is None:
-        chunk_size = auto_chunk_size(num_g, work_dtype, memory_budget, needs_cast=work_dtype != dist.dtype)
+        chunk_size = auto_chunk_size(num_g, work_dtype, memory_budget // n_jobs, needs_cast=work_dtype != dist.dtype)
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     chunk_size = min(int(chunk_size), num_q)
@@ -197,27 +203,34 @@ def evaluate_rank(
     g_valid = g_pids != JUNK_PID
     ap = np.full(num_q, np.nan)
     first_hit_counts = np.zeros(max_rank + 1, dtype=np.int64)  # last bin: first hit beyond max_rank
-    starts = range(0, num_q, chunk_size)
-    for start in tqdm(starts, desc="evaluate_rank", unit="chunk", disable=not progress):
+
+    def ranks_of_chunk(start: int) -> tuple[int, int, np.ndarray, np.ndarray]:
         stop = min(start + chunk_size, num_q)
         chunk = np.asarray(dist[start:stop], dtype=work_dtype)
-        if np.isnan(chunk).any():
-            bad = start + int(np.flatnonzero(np.isnan(chunk).any(axis=1))[0])
-            raise ValueError(f"distmat contains NaN (first in query row {bad})")
+        nan_rows = np.isnan(chunk).any(axis=1)
+        if nan_rows.any():
+            raise ValueError(f"distmat contains NaN (first in query row {start + int(np.flatnonzero(nan_rows)[0])})")
         rows, ranks = _chunk_ranks(chunk, q_pids[start:stop], q_camids[start:stop], g_pids, g_camids, g_valid)
-        if len(rows) == 0:
-            continue
-        n_rows = stop - start
-        num_pos = np.bincount(rows, minlength=n_rows)
-        order = np.lexsort((ranks, rows))
-        rows, ranks = rows[order], ranks[order]
-        row_start = np.concatenate(([0], np.cumsum(num_pos)[:-1]))
-        hit_number = np.arange(len(rows)) - row_start[rows] + 1  # k-th true match of its query
-        ap_sum = np.bincount(rows, weights=hit_number / ranks, minlength=n_rows)
-        has_pos = num_pos > 0
-        ap[start:stop][has_pos] = ap_sum[has_pos] / num_pos[has_pos]
-        first = ranks[row_start[has_pos]]
-        first_hit_counts += np.bincount(np.minimum(first, max_rank + 1) - 1, minlength=max_rank + 1)
+        return start, stop, rows, ranks
+
+    starts = range(0, num_q, chunk_size)
+    with ThreadPoolExecutor(max_workers=n_jobs) if n_jobs > 1 else nullcontext() as pool:
+        chunks = pool.map(ranks_of_chunk, starts) if pool is not None else map(ranks_of_chunk, starts)
+        for start, stop, rows, ranks in tqdm(chunks, total=len(starts), desc="evaluate_rank", unit="chunk",
+                                             disable=not progress):
+            if len(rows) == 0:
+                continue
+            n_rows = stop - start
+            num_pos = np.bincount(rows, minlength=n_rows)
+            order = np.lexsort((ranks, rows))
+            rows, ranks = rows[order], ranks[order]
+            row_start = np.concatenate(([0], np.cumsum(num_pos)[:-1]))
+            hit_number = np.arange(len(rows)) - row_start[rows] + 1  # k-th true match of its query
+            ap_sum = np.bincount(rows, weights=hit_number / ranks, minlength=n_rows)
+            has_pos = num_pos > 0
+            ap[start:stop][has_pos] = ap_sum[has_pos] / num_pos[has_pos]
+            first = ranks[row_start[has_pos]]
+            first_hit_counts += np.bincount(np.minimum(first, max_rank + 1) - 1, minlength=max_rank + 1)
 
     valid = ~np.isnan(ap)
     n_valid = int(valid.sum())

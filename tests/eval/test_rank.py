@@ -196,3 +196,13 @@ def test_reid_metrics_from_features_matches_reference_and_ignores_scale():
     assert scaled["mAP"] == pytest.approx(out["mAP"], abs=1e-6)
     with pytest.raises(ValueError, match="ranks must be"):
         reid_metrics(qf, gf, q_pids, g_pids, q_cams, g_cams, ranks=(0,))
+
+
+def test_threads_give_identical_results():
+    distmat, q_pids, g_pids, q_cams, g_cams = random_case(4, num_q=40, ties=True)
+    serial = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=15, chunk_size=3)
+    threaded = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=15, chunk_size=3, n_jobs=3)
+    np.testing.assert_array_equal(serial[0], threaded[0])
+    assert serial[1] == threaded[1]
+    with pytest.raises(ValueError, match="n_jobs must be a positive integer"):
+        evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, n_jobs=0)
