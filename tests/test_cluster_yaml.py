@@ -1,0 +1,102 @@
+"""cluster.yaml passes Ray's own validation and matches what the code asks the cluster for."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+CLUSTER_YAML = Path(__file__).resolve().parents[1] / "cluster.yaml"
+
+
+@pytest.fixture(scope="module")
+def raw_config() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+@pytest.fixture(scope="module")
+def prepared(raw_config) -> dict:
+    pytest.importorskip("jsonschema")
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(raw_config)
+    validate_config(config)
+    return config
+
+
+def _node_types(config: dict) -> dict:
+    return config["available_node_types"]
+
+
+def test_passes_ray_validation_with_every_node_type_resourced(prepared):
+    types = _node_types(prepared)
+    assert set(types) == {"head", "gpu_worker", "clusterer"}
+    assert prepared["head_node_type"] == "head"
+    for name, spec in types.items():
+        assert "CPU" in spec["resources"], f"node type {name} must declare CPU explicitly"
+        assert "GPU" in spec["resources"], f"node type {name} must declare GPU explicitly"
+
+
+def test_head_offers_no_slots_for_training(prepared):
+    head = _node_types(prepared)[prepared["head_node_type"]]
+    assert head["resources"]["CPU"] == 0 and head["resources"]["GPU"] == 0
+    assert "clusterer" not in head["resources"]
+
+
+def test_exactly_one_node_type_carries_the_clusterer_resource_with_a_gpu(prepared):
+    carriers = {n: s for n, s in _node_types(prepared).items() if "clusterer" in s["resources"]}
+    assert list(carriers) == ["clusterer"]
+    spec = carriers["clusterer"]
+    assert spec["resources"]["clusterer"] == 1 and spec["resources"]["GPU"] >= 1
+    assert spec["min_workers"] >= 1 and spec["max_workers"] == 1
+
+
+def test_autoscaling_bounds_fit_the_cluster_limit(prepared):
+    workers = {n: s for n, s in _node_types(prepared).items() if n != prepared["head_node_type"]}
+    for name, spec in workers.items():
+        assert 0 <= spec["min_workers"] <= spec["max_workers"], name
+    assert sum(s["max_workers"] for s in workers.values()) <= prepared["max_workers"]
+    gpu = workers["gpu_worker"]["resources"]
+    assert gpu["GPU"] == 1 and gpu["CPU"] >= 4 and "clusterer" not in gpu
+
+
+def test_actor_placement_asks_for_the_resource_the_yaml_provides(prepared, monkeypatch):
+    """The code's request for the clustering actor must be satisfiable by the clusterer node only."""
+    from ray_reid.distributed import actor
+
+    types = _node_types(prepared)
+    total: dict[str, float] = {}
+    for spec in types.values():
+        count = 1 if spec is types[prepared["head_node_type"]] else spec["max_workers"]
+        for key, value in spec["resources"].items():
+            total[key] = total.get(key, 0) + value * count
+    monkeypatch.setattr(actor.ray, "cluster_resources", lambda: total)
+    options, _ = actor.actor_resources(num_workers=8, gpus_per_worker=1, cpus_per_worker=4)
+    wanted = dict(options.get("resources", {}))
+    wanted["CPU"] = options.get("num_cpus", 1)
+    wanted["GPU"] = options.get("num_gpus", 0)
+    fits = [n for n, s in types.items() if all(s["resources"].get(k, 0) >= v for k, v in wanted.items() if v)]
+    assert fits == ["clusterer"]
+
+
+def test_s3_access_is_by_instance_profile_with_no_keys(raw_config):
+    text = CLUSTER_YAML.read_text()
+    assert not re.search(r"aws_access_key|aws_secret|AKIA[0-9A-Z]{16}|AWS_SECRET_ACCESS_KEY", text, re.I)
+    for name, spec in raw_config["available_node_types"].items():
+        profile = spec["node_config"].get("IamInstanceProfile")
+        assert profile and (profile.get("Name") or profile.get("Arn")), f"{name} has no IAM instance profile"
+
+
+def test_ray_is_pinned_and_the_package_installed_on_every_node(prepared):
+    commands = "\n".join(prepared["setup_commands"])
+    assert '"ray[default,train,tune]==2.60.0"' in commands
+    assert "-e ~/ray-reid" in commands
+    assert prepared["file_mounts"].get("~/ray-reid") == "."
+
+
+def test_dashboard_bound_to_loopback_only(prepared):
+    head_start = " ".join(prepared["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert "0.0.0.0" not in head_start
