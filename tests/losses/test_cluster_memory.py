@@ -111,3 +111,23 @@ def test_update_identical_across_two_ranks():
         expected = manual_update(expected, feats, targets, 0.1)
     torch.testing.assert_close(out[0], out[1], rtol=0, atol=0)
     torch.testing.assert_close(out[0], expected)
+
+
+def _gpu_available():
+    from ray_reid.clustering._backend import cupy_available
+
+    return cupy_available() and torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_available(), reason="needs a CUDA device")
+def test_update_on_cuda_matches_cpu():
+    cents = unit(50, 32, 8)
+    feats = unit(256, 32, 9)
+    targets = torch.randint(0, 50, (256,), generator=torch.Generator().manual_seed(0))
+    cpu = ClusterMemory.from_centroids(cents)
+    gpu = ClusterMemory.from_centroids(cents).cuda()
+    cpu.update(feats, targets)
+    gpu.update(feats.cuda(), targets.cuda())
+    torch.testing.assert_close(gpu.features.cpu(), cpu.features, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gpu(feats.cuda(), targets.cuda()).cpu(), cpu(feats, targets), rtol=1e-5, atol=1e-6)

@@ -188,3 +188,20 @@ def test_ddp_single_process_backward(tmp_path):
         assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
     finally:
         dist.destroy_process_group()
+
+
+def _gpu_available():
+    from ray_reid.clustering._backend import cupy_available
+
+    return cupy_available() and torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _gpu_available(), reason="needs a CUDA device")
+def test_eval_forward_on_cuda_matches_cpu():
+    model = tiny("global+parts").eval()
+    x = images()
+    cpu = model(x)
+    gpu = model.cuda()(x.cuda())
+    for view in model.views:
+        torch.testing.assert_close(gpu[view].cpu(), cpu[view], rtol=1e-3, atol=1e-4)
