@@ -15,7 +15,7 @@ from typing import Mapping
 import numpy as np
 import torch
 
-from ray_reid.clustering import HierarchicalSSE, JaccardDBSCAN, compute_jaccard_distance, fuse_views
+from ray_reid import clustering
 from ray_reid.clustering.schedule import hct_target_clusters
 from ray_reid.config import ClusterConfig
 from ray_reid.losses.cluster_memory import cluster_centroids
@@ -75,7 +75,7 @@ def _dbscan_fused(features: Mapping[str, np.ndarray], views: tuple[str, ...], cf
     weights = weights / weights.sum()
     similarity = None
     for view, w in zip(views, weights):
-        dist = compute_jaccard_distance(features[view], k1=cfg.k1, k2=cfg.k2, device=cfg.device).tocsr()
+        dist = clustering.compute_jaccard_distance(features[view], k1=cfg.k1, k2=cfg.k2, device=cfg.device).tocsr()
         sim = dist.copy()
         sim.data = w * (1.0 - sim.data)
         similarity = sim if similarity is None else similarity + sim
@@ -105,17 +105,17 @@ def assign_pseudo_labels(
     target = None
     if cfg.method == "hc_sse":
         target = target_clusters(n, epoch, cfg)
-        x = features[views[0]] if len(views) == 1 else fuse_views(
+        x = features[views[0]] if len(views) == 1 else clustering.fuse_views(
             [features[v] for v in views], view_weights(views, cfg)
         )
-        clusterer = HierarchicalSSE(
+        clusterer = clustering.HierarchicalSSE(
             target, lam=cfg.lam, linkage=cfg.linkage, regularizer=cfg.regularizer, normalize=len(views) == 1,
             device=cfg.device,
         )
         raw = clusterer.fit_predict(x)
     elif cfg.method == "dbscan_jaccard":
         if len(views) == 1:
-            raw = JaccardDBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1, k2=cfg.k2,
+            raw = clustering.JaccardDBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1, k2=cfg.k2,
                                 device=cfg.device).fit_predict(features[views[0]])
         else:
             raw = _dbscan_fused(features, views, cfg)
