@@ -47,9 +47,12 @@ REGULARIZERS = ("sse", "size", "delta_sse", "none")
 
 # Rows recomputed at once: bounds the temporary (chunk × K) cost block.
 _ROW_CHUNK = 512
-# Compact the K×K state once this fraction of its slots is dead (and it is big enough to matter).
-_COMPACT_DEAD_FRACTION = 0.5
+# Compact the K×K state once this fraction of its slots is dead (and it is big enough to matter);
+# compaction is in place, so this trades copying against the O(slots) work of every merge.
+_COMPACT_DEAD_FRACTION = 0.3
 _COMPACT_MIN_SLOTS = 1024
+# Rows moved per step of a compaction (bounds its temporary).
+_COMPACT_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -61,107 +64,167 @@ class Agglomeration:
     costs: np.ndarray  # float64 [M], the merge cost paid at each merge
 
 
-def _needs_gram(linkage: str, regularizer: str) -> bool:
-    return linkage == "average" or regularizer in ("sse", "delta_sse")
+def _channels(linkage: str, regularizer: str) -> tuple[bool, bool]:
+    """Which K×K quantities the cost needs: (min-distance matrix D, Gram matrix G of sums)."""
+    needs_dist = linkage == "single"
+    needs_gram = linkage == "average" or regularizer in ("sse", "delta_sse")
+    return needs_dist, needs_gram
 
 
 class _State:
-    """The per-cluster arrays of one agglomeration and the cost formulas that read them."""
+    """The per-cluster arrays of one agglomeration and the cost formulas that read them.
 
-    def __init__(self, x: Any, xp: ModuleType, dtype: Any, linkage: str, regularizer: str, lam: float):
+    D and G are interleaved in one (K, K, m) array, m = number of matrices needed: a merge
+    writes one row *and one column*, and the column write (one cache line per row, the
+    expensive part) then touches both matrices at once. Compaction moves the live block to
+    the front of the same buffer, so it never allocates a second K×K array.
+    """
+
+    def __init__(
+        self, x: Any, xp: ModuleType, dtype: Any, linkage: str, regularizer: str, lam: float, block: int = 1024
+    ):
         self.xp = xp
         self.linkage = linkage
         self.regularizer = regularizer
         self.lam = lam
-        k = x.shape[0]
+        k = int(x.shape[0])
         x = x.astype(dtype, copy=False)
+        needs_dist, needs_gram = _channels(linkage, regularizer)
+        self.c_dist = 0 if needs_dist else None
+        self.c_gram = int(needs_dist) if needs_gram else None
+        m = int(needs_dist) + int(needs_gram)
         self.n = xp.ones(k, dtype=dtype)
         self.q = xp.einsum("ij,ij->i", x, x)
-        # ``x @ x.T`` lets BLAS use a symmetric rank-k update; results are K×K in ``dtype``.
-        gram = x @ x.T
-        self.g = xp.ascontiguousarray(xp.diagonal(gram)).copy()
-        self.dist = None
-        if linkage == "single":
-            if _needs_gram(linkage, regularizer):
-                dist = gram.copy()
-            else:
-                dist = gram  # the Gram matrix is not needed afterwards: reuse its memory
-                gram = None
-            dist *= -2
-            dist += self.q[:, None]
-            dist += self.q[None, :]
-            xp.maximum(dist, 0, out=dist)
-            self.dist = dist
-        self.gram = gram
+        self.g = self.q.copy()  # ‖s‖² per cluster: the Gram diagonal
+        self.pen = xp.zeros(k, dtype=dtype)  # 0 for live slots, inf for dead ones: added to costs
+        self._buf = xp.empty(k * k * m, dtype=dtype)
+        self.pairs = self._buf.reshape(k, k, m)
+        # Upper block-rows of X Xᵀ only (half the flops), mirrored; each diagonal block is
+        # symmetrised so that both triangles hold bit-identical values.
+        for i0 in range(0, k, block):
+            i1 = min(i0 + block, k)
+            gram = x[i0:i1] @ x[i0:].T
+            diag = gram[:, : i1 - i0]
+            gram[:, : i1 - i0] = xp.triu(diag) + xp.triu(diag, 1).T
+            if needs_gram:
+                self._mirror(gram, i0, self.c_gram)
+            if needs_dist:
+                dist = self.q[i0:i1, None] + self.q[None, i0:]
+                dist -= 2 * gram
+                xp.maximum(dist, 0, out=dist)
+                self._mirror(dist, i0, self.c_dist)
+        if needs_gram:
+            self.g = xp.ascontiguousarray(xp.diagonal(self.pairs[:, :, self.c_gram])).copy()
+        self._refresh_ratios()
         self.active = xp.ones(k, dtype=bool)
         self.ids = np.arange(k, dtype=np.int64)  # host: cluster id (smallest member) per slot
         self.n_active = k
+
+    def _mirror(self, upper: Any, i0: int, channel: int, tile: int = 256) -> None:
+        """Write block-row ``upper`` (rows i0.., columns i0..) and its transpose into ``channel``.
+
+        The transpose goes tile by tile so that its strided reads stay in cache (about 8× faster
+        than one big transposed copy on CPU).
+        """
+        i1 = i0 + upper.shape[0]
+        self.pairs[i0:i1, i0:, channel] = upper
+        for j0 in range(0, upper.shape[1], tile):
+            j1 = min(j0 + tile, upper.shape[1])
+            self.pairs[i0 + j0 : i0 + j1, i0:i1, channel] = upper[:, j0:j1].T
+
+    def _refresh_ratios(self) -> None:
+        self.qn = self.q / self.n  # mean squared norm per cluster (average linkage)
+        self.gn2 = self.g / (self.n * self.n)  # ‖centroid‖² per cluster (delta_sse)
 
     @property
     def n_slots(self) -> int:
         return int(self.n.shape[0])
 
     def cost_rows(self, rows: Any) -> Any:
-        """Current merge cost from each slot in ``rows`` to every slot (inf for dead slots and self)."""
+        """Current merge cost from each slot in ``rows`` to every slot (inf for dead slots and self).
+
+        Every entry is built from (row, column) operands with commutative operations only, so
+        cost(i, j) computed from row i equals cost(j, i) from row j bit for bit.
+        """
         xp = self.xp
+        block = self.pairs[rows]  # fancy index: a copy, safe to use as scratch
+        gram = block[:, :, self.c_gram] if self.c_gram is not None else None
         n_r = self.n[rows][:, None]
-        n_c = self.n[None, :]
         if self.linkage == "single":
-            cost = self.dist[rows]
-        else:
-            q_r = self.q[rows][:, None]
-            mean_sq = (q_r / n_r + self.q[None, :] / n_c) - 2 * self.gram[rows] / (n_r * n_c)
-            cost = mean_sq
+            cost = block[:, :, 0]
+        else:  # mean over pairs of ‖x_a − x_b‖² = q_A/n_A + q_B/n_B − 2 s_A·s_B/(n_A n_B)
+            nn = n_r * self.n
+            cost = xp.add(self.qn[rows][:, None], self.qn)
+            t = xp.divide(gram, nn)
+            t *= 2
+            cost -= t
         if self.regularizer != "none" and self.lam != 0.0:
             if self.regularizer == "size":
-                reg = n_r + n_c
-            elif self.regularizer == "sse":
-                g_r = self.g[rows][:, None]
-                q_r = self.q[rows][:, None]
-                reg = (q_r + self.q[None, :]) - ((g_r + self.g[None, :]) + 2 * self.gram[rows]) / (n_r + n_c)
+                reg = xp.add(n_r, self.n)
+            elif self.regularizer == "sse":  # q_U − ‖s_A + s_B‖²/n_U
+                t = xp.add(self.g[rows][:, None], self.g)
+                t += gram
+                t += gram
+                t /= xp.add(n_r, self.n)
+                reg = xp.add(self.q[rows][:, None], self.q)
+                reg -= t
             else:  # delta_sse: Ward's increase n_A n_B/(n_A+n_B) · ‖μ_A − μ_B‖²
-                g_r = self.g[rows][:, None]
-                centre_sq = (g_r / (n_r * n_r) + self.g[None, :] / (n_c * n_c)) - 2 * self.gram[rows] / (
-                    n_r * n_c
-                )
-                reg = (n_r * n_c) / (n_r + n_c) * centre_sq
-            cost = cost + self.lam * reg
-        # ``dist[rows]`` with an index array is a copy, so the masking below never touches D.
-        cost[:, ~self.active] = xp.inf
+                nn = n_r * self.n
+                reg = xp.add(self.gn2[rows][:, None], self.gn2)
+                t = xp.divide(gram, nn)
+                t *= 2
+                reg -= t
+                nn /= xp.add(n_r, self.n)
+                reg *= nn
+            reg *= self.lam
+            cost = reg + cost
+        else:
+            cost = xp.ascontiguousarray(cost)
+        cost += self.pen
         cost[xp.arange(cost.shape[0]), rows] = xp.inf
         return cost
 
     def merge(self, a: int, b: int) -> None:
         """Fold slot ``b`` into slot ``a`` (a < b); slot ``a`` keeps the smaller id."""
         xp = self.xp
-        if self.gram is not None:
-            gram = self.gram
-            g_new = (gram[a, a] + gram[b, b]) + 2 * gram[a, b]
-            gram[a] += gram[b]
-            gram[:, a] = gram[a]
-            gram[a, a] = g_new
+        pairs = self.pairs
+        if self.c_gram is not None:
+            c = self.c_gram
+            g_new = (pairs[a, a, c] + pairs[b, b, c]) + 2 * pairs[a, b, c]
+            pairs[a, :, c] += pairs[b, :, c]
+        if self.c_dist is not None:
+            xp.minimum(pairs[a, :, 0], pairs[b, :, 0], out=pairs[a, :, 0])
+        pairs[:, a, :] = pairs[a, :, :]
+        if self.c_gram is not None:
+            pairs[a, a, self.c_gram] = g_new
             self.g[a] = g_new
-        if self.dist is not None:
-            dist = self.dist
-            xp.minimum(dist[a], dist[b], out=dist[a])
-            dist[:, a] = dist[a]
         self.n[a] += self.n[b]
         self.q[a] += self.q[b]
+        self.qn[a] = self.q[a] / self.n[a]
+        self.gn2[a] = self.g[a] / (self.n[a] * self.n[a])
         self.active[b] = False
+        self.pen[b] = xp.inf
         self.n_active -= 1
 
-    def compact(self, keep: Any) -> None:
-        """Drop dead slots; ``keep`` (ascending host indices) preserves id order."""
+    def compact(self, keep: np.ndarray) -> None:
+        """Drop dead slots, moving the live block to the front of the same buffer.
+
+        ``keep`` is ascending, so new row i' starts no later than its source row ``keep[i']``
+        and new rows < i' end before that source: moving chunks of rows forward, each chunk
+        gathered before it is written, never overwrites a row still to be read.
+        """
         xp = self.xp
+        k_new, m = keep.size, self.pairs.shape[2]
         keep_d = xp.asarray(keep)
-        if self.gram is not None:
-            self.gram = xp.ascontiguousarray(self.gram[xp.ix_(keep_d, keep_d)])
-        if self.dist is not None:
-            self.dist = xp.ascontiguousarray(self.dist[xp.ix_(keep_d, keep_d)])
-        self.n = self.n[keep_d]
-        self.q = self.q[keep_d]
-        self.g = self.g[keep_d]
-        self.active = self.active[keep_d]
+        old = self.pairs
+        row_len = k_new * m
+        for r0 in range(0, k_new, _COMPACT_CHUNK):
+            r1 = min(r0 + _COMPACT_CHUNK, k_new)
+            rows = old[xp.ix_(keep_d[r0:r1], keep_d)]  # gathered copy before any write
+            self._buf[r0 * row_len : r1 * row_len] = rows.reshape(-1)
+        self.pairs = self._buf[: k_new * row_len].reshape(k_new, k_new, m)
+        for name in ("n", "q", "g", "pen", "qn", "gn2", "active"):
+            setattr(self, name, getattr(self, name)[keep_d])
         self.ids = self.ids[keep]
 
 
@@ -209,7 +272,7 @@ def agglomerate(
     for m in range(n_merges):
         i = row_min.argmin()
         # One device->host transfer per merge: both slots and the cost (slots are exact in float64).
-        picked = _to_host(xp.stack([i.astype(xp.float64), row_arg[i].astype(xp.float64), row_min[i].astype(xp.float64)]))
+        picked = _to_host(xp.stack([i, row_arg[i], row_min[i]]).astype(xp.float64))
         a, b = sorted((int(picked[0]), int(picked[1])))
         costs[m] = picked[2]
         id_a, id_b = int(state.ids[a]), int(state.ids[b])
@@ -222,8 +285,9 @@ def agglomerate(
         stale = state.active & ((row_arg == a) | (row_arg == b))
         stale[a] = False
         # Every other row keeps its minimum unless the new cluster a is better (or ties lower).
+        # Stale rows are overwritten below and dead rows stay at inf, so neither needs masking.
         cost_a = state.cost_rows(xp.asarray([a]))[0]
-        better = state.active & ~stale & ((cost_a < row_min) | ((cost_a == row_min) & (row_arg > a)))
+        better = (cost_a < row_min) | ((cost_a == row_min) & (row_arg > a))
         row_min = xp.where(better, cost_a, row_min)
         row_arg = xp.where(better, a, row_arg)
         arg_a = cost_a.argmin()
