@@ -93,14 +93,17 @@ class SyntheticConfig:
                 raise ValueError(f"SyntheticConfig.{name} must be an int, got {value!r}")
             if not lo <= value <= hi:
                 raise ValueError(f"SyntheticConfig.{name} must be in [{lo}, {hi}] ({why}), got {value}")
+            object.__setattr__(self, name, int(value))  # NumPy ints would not serialise to JSON
         if self.min_cams_per_id > self.cams:
             raise ValueError(
                 f"SyntheticConfig.min_cams_per_id={self.min_cams_per_id} exceeds cams={self.cams}"
             )
         for name, hi in (("near_duplicate_fraction", 1.0), ("camera_strength", 2.0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= hi:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not 0.0 <= value <= hi:
                 raise ValueError(f"SyntheticConfig.{name} must be a float in [0, {hi}], got {value!r}")
+            object.__setattr__(self, name, float(value))
 
     @property
     def num_train_ids(self) -> int:

@@ -160,6 +160,12 @@ def test_config_validation_names_the_field(field, value):
         SyntheticConfig(**{**base, field: value})
 
 
+def test_config_accepts_numpy_numbers_and_stores_plain_python():
+    config = SyntheticConfig(ids=np.int64(10), cams=np.int32(3), camera_strength=np.float32(0.5))
+    assert type(config.ids) is int and type(config.cams) is int and type(config.camera_strength) is float
+    json.dumps(dataclasses.asdict(config))  # summary.json must be writable
+
+
 def test_refuses_to_overwrite_unless_asked(tmp_path):
     out = tmp_path / "data"
     out.mkdir()
