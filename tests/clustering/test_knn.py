@@ -1,0 +1,101 @@
+"""knn_search against a brute-force argsort, the self-first rule, and input validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ray_reid.clustering._backend import cupy_available
+from ray_reid.clustering.knn import knn_search
+
+
+def clustered(n: int, d: int = 16, centres: int = 5, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    c = rng.standard_normal((centres, d))
+    x = c[rng.integers(0, centres, n)] + 0.3 * rng.standard_normal((n, d))
+    return x.astype(np.float32)
+
+
+def brute_force(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    x64 = x.astype(np.float64)
+    sq = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    idx = np.argsort(sq, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sq, idx, axis=1), idx
+
+
+@pytest.mark.parametrize("n,k", [(40, 1), (40, 7), (97, 30), (25, 25)])
+def test_matches_brute_force(n, k):
+    x = clustered(n, seed=n + k)
+    dist, idx = knn_search(x, k, device="cpu")
+    ref_dist, ref_idx = brute_force(x, k)
+    assert dist.shape == idx.shape == (n, k)
+    assert dist.dtype == np.float32 and idx.dtype == np.int64
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-4, atol=1e-4)
+    # Continuous random data has no distance ties, so the neighbour order is exact.
+    np.testing.assert_array_equal(idx, ref_idx)
+    assert (idx[:, 0] == np.arange(n)).all()
+    assert (np.diff(dist, axis=1) >= -1e-5).all()
+
+
+def test_self_first_with_exact_duplicates():
+    base = clustered(12, seed=3)
+    # Rows 0..4 identical: faiss may list any of them first; each row must list itself first.
+    x = np.concatenate([np.repeat(base[:1], 5, axis=0), base[1:]])
+    dist, idx = knn_search(x, 3, device="cpu")
+    assert (idx[:, 0] == np.arange(len(x))).all()
+    np.testing.assert_allclose(dist[:5], 0.0, atol=1e-5)
+    for i in range(5):  # the other neighbours are duplicates, listed once each, never self
+        assert len(set(idx[i].tolist())) == 3
+        assert set(idx[i, 1:].tolist()) <= set(range(5)) - {i}
+
+
+def test_accepts_float64_and_noncontiguous_input():
+    x = clustered(30, d=8, seed=1)
+    wide = np.zeros((30, 16), dtype=np.float64)
+    wide[:, ::2] = x
+    wide = np.asfortranarray(wide)[:, ::2]  # float64, neither C- nor F-contiguous
+    assert not wide.flags.c_contiguous
+    d1, i1 = knn_search(x, 5, device="cpu")
+    d2, i2 = knn_search(wide, 5, device="cpu")
+    np.testing.assert_array_equal(i1, i2)
+    np.testing.assert_allclose(d1, d2, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "features,k,device,match",
+    [
+        (np.zeros((5, 3), np.float32), 0, "cpu", "k must be in"),
+        (np.zeros((5, 3), np.float32), 6, "cpu", "k must be in"),
+        (np.zeros((5, 3), np.float32), 2.0, "cpu", "integer"),
+        (np.zeros((5, 3), np.float32), True, "cpu", "integer"),
+        (np.zeros(5, np.float32), 1, "cpu", "2-D"),
+        (np.zeros((0, 3), np.float32), 1, "cpu", "at least one row"),
+        (np.array([[0.0, np.nan], [1.0, 2.0]]), 1, "cpu", "NaN or infinite"),
+        (np.array([["a", "b"]]), 1, "cpu", "real numbers"),
+        (np.zeros((5, 3), np.float32), 2, "tpu", "device must be one of"),
+    ],
+)
+def test_validation(features, k, device, match):
+    with pytest.raises(ValueError, match=match):
+        knn_search(features, k, device=device)
+
+
+def test_cuda_without_gpu_is_a_clear_error():
+    import faiss
+
+    if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        pytest.skip("a GPU is present")
+    with pytest.raises(ValueError, match="no GPU"):
+        knn_search(clustered(10), 2, device="cuda")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cupy_available(), reason="needs a CUDA device")
+def test_gpu_matches_cpu_and_takes_cupy_input():
+    import cupy
+
+    x = clustered(200, d=32, seed=7)
+    d_cpu, i_cpu = knn_search(x, 10, device="cpu")
+    d_gpu, i_gpu = knn_search(cupy.asarray(x), 10, device="cuda")
+    np.testing.assert_array_equal(i_cpu, i_gpu)
+    np.testing.assert_allclose(d_cpu, d_gpu, rtol=1e-4, atol=1e-4)
