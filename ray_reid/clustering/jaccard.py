@@ -18,8 +18,8 @@ Zhong et al., "Re-ranking Person Re-identification with k-reciprocal Encoding", 
 The public code holds V and the distance as dense N x N matrices and loops over rows in
 Python (18-23 s per call at N = 12,936). Here every step is a sparse-matrix operation:
 V has a few hundred non-zeros per row, and ``m`` is accumulated over an inverted index
-(column -> rows) in blocks of rows, so memory stays O(N * nnz-per-row) plus one
-``block x N`` scratch buffer.
+(column -> rows) in blocks of rows, for the upper triangle only (d_J is symmetric), so
+memory stays O(stored pairs) plus one ``block x N`` scratch buffer.
 
 The result is a CSR matrix storing exactly the pairs with distance < 1; **an absent entry
 means distance 1** (the two points share no support column). Stored zeros are meaningful
@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Scratch budget (float64 cells) of one block of the sum-of-minima accumulation.
 _BLOCK_CELLS = 1 << 22
+# Pairs generated per block: small enough that the pair arrays stay in cache.
+_BLOCK_PAIRS = 1 << 18
 # Rows of features gathered at once when computing the pair distances of V's support.
 _PAIR_CHUNK = 1 << 15
 
@@ -162,53 +164,115 @@ def _query_expand(v: sp.csr_matrix, indices: np.ndarray, k2: int) -> sp.csr_matr
     return v_qe
 
 
-def _jaccard_from_encoding(v: sp.csr_matrix, *, progress: bool) -> sp.csr_matrix:
-    """``1 - m / (2 - m)`` for every pair sharing a support column, via an inverted index.
+def _row_blocks(row_pairs: np.ndarray, n: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges holding about ``_BLOCK_PAIRS`` pairs and at most ``_BLOCK_CELLS / N`` rows.
 
-    For a block of rows, every stored ``V[i, j]`` is paired with the column's stored
-    ``V[l, j]`` (the inverted index is V in CSC form); the minima are summed per (i, l)
-    with ``bincount`` into a ``block x N`` buffer, whose non-zeros become the block's rows.
+    Small blocks keep the pair arrays in cache; the cap on rows bounds the dense scratch.
+    """
+    cum = np.cumsum(row_pairs)
+    max_rows = max(1, _BLOCK_CELLS // n)
+    blocks = []
+    a = 0
+    while a < n:
+        done = cum[a - 1] if a else 0
+        b = int(np.searchsorted(cum, done + _BLOCK_PAIRS, side="right"))
+        b = min(max(b, a + 1), a + max_rows, n)
+        blocks.append((a, b))
+        a = b
+    return blocks
+
+
+def _upper_jaccard(v: sp.csr_matrix, *, progress: bool) -> tuple[np.ndarray, ...]:
+    """Upper triangle of ``d_J(i, l) = max(0, 1 - m / (2 - m))``, ``m = sum_j min(V[i, j], V[l, j])``.
+
+    Only pairs l >= i sharing a column are visited, and only those with d_J < 1 are kept.
+
+    The inverted index is V's entries in column order (rows ascending within a column), so
+    the partners l >= i of an entry (i, j) are the tail of column j from i's own position:
+    only the upper triangle is generated, half the pairs. Per block of rows the minima are
+    summed per (i, l) with ``bincount`` into a dense ``block x (N - a)`` buffer.
+    Returns ``(indptr, cols, distances)`` of the upper triangle in CSR layout.
     """
     n = v.shape[0]
-    inv = v.tocsc()
-    inv.sort_indices()
-    col_start = inv.indptr[:-1]
-    col_len = np.diff(inv.indptr)
-    block = max(1, min(n, _BLOCK_CELLS // n))
+    counts = np.diff(v.indptr)
+    entry_row = np.repeat(np.arange(n, dtype=np.int64), counts)
+    order = np.argsort(v.indices, kind="stable")
+    inv_rows = entry_row[order]
+    inv_vals = v.data[order]
+    col_end = np.cumsum(np.bincount(v.indices, minlength=n))
+    csc_pos = np.empty(v.nnz, dtype=np.int64)
+    csc_pos[order] = np.arange(v.nnz, dtype=np.int64)
+    lens = col_end[v.indices] - csc_pos  # partners with row >= the entry's row
+    row_pairs = np.add.reduceat(lens, v.indptr[:-1])
 
     indptr = np.zeros(n + 1, dtype=np.int64)
     out_cols: list[np.ndarray] = []
-    out_vals: list[np.ndarray] = []
-    starts = range(0, n, block)
-    for a in tqdm(starts, desc="jaccard", unit="block", disable=not progress, leave=False):
-        b = min(a + block, n)
+    out_dist: list[np.ndarray] = []
+    blocks = _row_blocks(row_pairs, n)
+    for a, b in tqdm(blocks, desc="jaccard", unit="block", disable=not progress, leave=False):
         lo, hi = v.indptr[a], v.indptr[b]
-        cols = v.indices[lo:hi]
-        vals = v.data[lo:hi]
-        local_rows = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(v.indptr[a : b + 1]))
-        lens = col_len[cols]
-        total = int(lens.sum())
-        # Position of every (entry, column partner) pair in the inverted index.
-        first = np.cumsum(lens) - lens
-        pos = np.arange(total, dtype=np.int64) + np.repeat(col_start[cols] - first, lens)
-        partner = inv.indices[pos]
-        mins = np.minimum(np.repeat(vals, lens), inv.data[pos])
-        key = np.repeat(local_rows * n, lens) + partner
-        sums = np.bincount(key, weights=mins, minlength=(b - a) * n).reshape(b - a, n)
+        blens = lens[lo:hi]
+        total = int(row_pairs[a:b].sum())
+        first = np.cumsum(blens) - blens
+        pos = np.arange(total, dtype=np.int64)
+        pos += np.repeat(csc_pos[lo:hi] - first, blens)
+        width = n - a
+        key = inv_rows[pos]
+        key += np.repeat((entry_row[lo:hi] - a) * width - a, blens)
+        mins = np.minimum(np.repeat(v.data[lo:hi], blens), inv_vals[pos])
+        sums = np.bincount(key, weights=mins, minlength=(b - a) * width).reshape(b - a, width)
         r, c = np.nonzero(sums)
         m = sums[r, c]
         dist = (1.0 - m / (2.0 - m)).astype(np.float32)
         np.maximum(dist, 0.0, out=dist)
-        keep = dist < 1.0
+        keep = dist < 1.0  # float32 rounding can bring a tiny overlap to exactly 1
         r, c, dist = r[keep], c[keep], dist[keep]
+        out_dist.append(dist)
+        out_cols.append((c + a).astype(np.int32))
         indptr[a + 1 : b + 1] = indptr[a] + np.cumsum(np.bincount(r, minlength=b - a))
-        out_cols.append(c.astype(np.int32, copy=False))
-        out_vals.append(dist)
-    data = np.concatenate(out_vals) if out_vals else np.zeros(0, np.float32)
-    indices = np.concatenate(out_cols) if out_cols else np.zeros(0, np.int32)
-    if indptr[-1] <= np.iinfo(np.int32).max:
-        indptr = indptr.astype(np.int32)
-    return sp.csr_matrix((data, indices, indptr), shape=(n, n))
+    cols = np.concatenate(out_cols) if out_cols else np.zeros(0, np.int32)
+    dist_all = np.concatenate(out_dist) if out_dist else np.zeros(0, np.float32)
+    return indptr, cols, dist_all
+
+
+def _symmetric_csr(
+    n: int, indptr: np.ndarray, cols: np.ndarray, data: np.ndarray
+) -> sp.csr_matrix:
+    """Full symmetric CSR from its upper triangle (diagonal included), explicit zeros kept.
+
+    Row i of the result is row i of the strict lower part (the transpose, columns < i)
+    followed by row i of the upper part (columns >= i), so it comes out sorted. Built by
+    moving entries, not by sparse addition, which would drop stored zeros.
+    """
+    rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(indptr))
+    strict = cols != rows
+    strict_counts = np.bincount(rows[strict], minlength=n)
+    strict_indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(strict_counts, out=strict_indptr[1:])
+    # CSC of the strict upper part is, read as CSR, its transpose: the strict lower part.
+    lower = sp.csr_matrix(
+        (data[strict], cols[strict], strict_indptr), shape=(n, n)
+    ).tocsc()
+    lower_start = lower.indptr.astype(np.int64)
+    lower_cols, lower_data = lower.indices, lower.data
+    lower_counts = np.diff(lower_start)
+    upper_counts = np.diff(indptr)
+    out_indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(lower_counts + upper_counts, out=out_indptr[1:])
+
+    out_cols = np.empty(out_indptr[-1], dtype=np.int32)
+    out_data = np.empty(out_indptr[-1], dtype=data.dtype)
+    dest = np.repeat(out_indptr[:-1] - lower_start[:-1], lower_counts) + np.arange(lower_cols.size)
+    out_cols[dest] = lower_cols
+    out_data[dest] = lower_data
+    dest = np.repeat(out_indptr[:-1] + lower_counts - indptr[:-1], upper_counts) + np.arange(cols.size)
+    out_cols[dest] = cols
+    out_data[dest] = data
+    if out_indptr[-1] <= np.iinfo(np.int32).max:
+        out_indptr = out_indptr.astype(np.int32)
+    result = sp.csr_matrix((out_data, out_cols, out_indptr), shape=(n, n))
+    result.has_sorted_indices = True
+    return result
 
 
 def compute_jaccard_distance(
@@ -234,7 +298,22 @@ def compute_jaccard_distance(
         expanded.nnz / n,
         v.nnz / n,
     )
-    return _jaccard_from_encoding(v, progress=progress)
+    indptr, cols, dist = _upper_jaccard(v, progress=progress)
+    return _symmetric_csr(n, indptr, cols, dist)
+
+
+def _within(dist: sp.csr_matrix, eps: float) -> sp.csr_matrix:
+    """Only the stored entries <= eps (zeros included): all DBSCAN can use, and far fewer.
+
+    sklearn's sparse precomputed path walks every stored entry, most of which lie near 1.
+    """
+    keep = dist.data <= eps
+    rows = np.repeat(np.arange(dist.shape[0]), np.diff(dist.indptr))[keep]
+    indptr = np.zeros(dist.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=dist.shape[0]), out=indptr[1:])
+    out = sp.csr_matrix((dist.data[keep], dist.indices[keep], indptr), shape=dist.shape)
+    out.has_sorted_indices = True
+    return out
 
 
 class JaccardDBSCAN:
@@ -291,7 +370,7 @@ class JaccardDBSCAN:
         )
         labels = DBSCAN(
             eps=float(self.eps), min_samples=int(self.min_samples), metric="precomputed"
-        ).fit_predict(dist)
+        ).fit_predict(_within(dist, float(self.eps)))
         self.labels_ = labels.astype(np.int64, copy=False)
         self.n_clusters_ = int(self.labels_.max() + 1) if self.labels_.size else 0
         self.n_outliers_ = int((self.labels_ == -1).sum())

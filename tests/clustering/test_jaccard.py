@@ -95,6 +95,21 @@ def test_matches_published_loops(n, k1, k2, seed):
     assert got.has_sorted_indices
 
 
+@pytest.mark.parametrize("block_pairs,block_cells", [(1, 1), (97, 1000), (5000, 200 * 7)])
+def test_blocking_does_not_change_the_result(monkeypatch, block_pairs, block_cells):
+    """Many small row blocks (down to one row each) give the same matrix as one block."""
+    from ray_reid.clustering import jaccard
+
+    x, _ = sphere_clusters(90, seed=8)
+    whole = compute_jaccard_distance(x, k1=10, k2=3, device="cpu")
+    monkeypatch.setattr(jaccard, "_BLOCK_PAIRS", block_pairs)
+    monkeypatch.setattr(jaccard, "_BLOCK_CELLS", block_cells)
+    blocked = compute_jaccard_distance(x, k1=10, k2=3, device="cpu")
+    np.testing.assert_array_equal(blocked.indptr, whole.indptr)
+    np.testing.assert_array_equal(blocked.indices, whole.indices)
+    np.testing.assert_allclose(blocked.data, whole.data, atol=1e-7)
+
+
 def test_structure_symmetric_diagonal_stored_and_non_trivial():
     x, _ = sphere_clusters(100, seed=11)
     dist = compute_jaccard_distance(x, k1=12, k2=4, device="cpu")
