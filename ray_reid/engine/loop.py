@@ -129,7 +129,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         pseudo = ctx.assign_labels(epoch, n_train, shard, feats)
         t2 = time.perf_counter()
         memories = {
-            view: ClusterMemory.from_centroids(torch.from_numpy(pseudo.centroids[view]).to(ctx.device),
+            view: ClusterMemory.from_centroids(torch.tensor(pseudo.centroids[view], device=ctx.device),
                                                temp=cfg.optim.temp, momentum=cfg.optim.momentum)
             for view in unwrap(model).views
         }
