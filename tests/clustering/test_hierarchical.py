@@ -63,7 +63,8 @@ def _unit(x: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("lam", [0.0, 0.1, 1.0, 10.0])
 def test_matches_brute_force(link, reg, lam):
     rng = np.random.default_rng([LINKAGES.index(link), REGULARIZERS.index(reg), int(lam * 10)])
-    for n, k in ((9, 3), (24, 5)):
+    sizes = ((9, 3), (24, 5), (40, 6)) if lam == 1.0 else ((9, 3), (24, 5))
+    for n, k in sizes:
         x = rng.standard_normal((n, 6))
         model = HierarchicalSSE(k, lam=lam, linkage=link, regularizer=reg, device="cpu").fit(x)
         want_labels, want_merges = brute_force(_unit(x), k, lam, link, reg)
