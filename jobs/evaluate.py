@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset_name = args.dataset or cfg.data.dataset
     root = args.data_root if args.data_root is not None else (cfg.data.root if args.dataset is None else None)
     dataset = load_configured_dataset(dataset_name, root)
-    model = build_model(ModelConfig(**{k: v for k, v in loaded["meta"]["model"].items()}))
+    model = build_model(ModelConfig(**{**loaded["meta"]["model"], "pretrained": None}))
     model.load_state_dict(loaded["state"]["model"])
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model.to(device)

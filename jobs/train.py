@@ -106,6 +106,11 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
     log = logging.getLogger("train")
     start = time.perf_counter()
+    if cfg.run.teacher:
+        from ray_reid.engine.loop import model_config
+        from ray_reid.engine.teacher import check_teacher
+
+        log.info("distilling from teacher %s", check_teacher(cfg.run.teacher, model_config(cfg)))
     if cfg.run.num_workers == 0:
         from ray_reid.engine.context import LocalContext
         from ray_reid.engine.loop import train_worker

@@ -108,6 +108,10 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                  weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
+    if teacher is None and cfg.run.teacher:
+        from ray_reid.engine.teacher import load_teacher
+
+        teacher = load_teacher(cfg.run.teacher, mcfg, ctx.device)
     with ctx.latest_checkpoint() as ckpt_dir:
         start_epoch, history = _restore(ckpt_dir, model, optimizer, scheduler)
     model = ctx.prepare_model(model)
@@ -123,7 +127,9 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
     for epoch in range(start_epoch, cfg.optim.epochs):
         torch.manual_seed(cfg.run.seed * 100003 + epoch * 101 + ctx.rank)
         t0 = time.perf_counter()
-        feats = extract_features(unwrap(model), [train[i] for i in shard], tf_test, device=ctx.device,
+        # A student's first epoch takes its labels and (frozen) memories from the teacher.
+        from_teacher = teacher is not None and epoch == 0
+        feats = extract_features(teacher if from_teacher else unwrap(model), [train[i] for i in shard], tf_test, device=ctx.device,
                                  loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image)
         t1 = time.perf_counter()
         pseudo = ctx.assign_labels(epoch, n_train, shard, feats)
@@ -140,7 +146,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
                             num_workers=cfg.data.loader_workers, persistent_workers=False)
         train_metrics = train_one_epoch(model, loader, pseudo.labels, memories, optimizer, cfg.optim, epoch=epoch,
                                         device=ctx.device, teacher=teacher, on_log=say,
-                                        log_every=cfg.run.log_every)
+                                        log_every=cfg.run.log_every, update_memory=not from_teacher)
         scheduler.step()
         t3 = time.perf_counter()
         metrics: dict[str, Any] = {
@@ -149,6 +155,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
             "n_clusters": pseudo.n_clusters,
             "n_outliers": pseudo.n_outliers,
             "cluster_target": pseudo.target,
+            "labels_from": "teacher" if from_teacher else "model",
             "extract_seconds": t1 - t0,
             "cluster_seconds": t2 - t1,
             "train_seconds": t3 - t2,

@@ -42,8 +42,13 @@ def train_one_epoch(
     teacher: torch.nn.Module | None = None,
     on_log: Callable[[str], None] | None = None,
     log_every: int = 10,
+    update_memory: bool = True,
 ) -> dict[str, float]:
-    """Run ``len(loader)`` iterations; return mean losses and throughput for the epoch."""
+    """Run ``len(loader)`` iterations; return mean losses and throughput for the epoch.
+
+    ``update_memory=False`` keeps the memories frozen (a student's first epoch uses the
+    teacher's memories as fixed targets).
+    """
     model.train()
     views = tuple(memories)
     weights = view_loss_weights(views, cfg.parts_weight)
@@ -86,8 +91,9 @@ def train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        for view in views:
-            memories[view].update(out[view].detach(), targets)
+        if update_memory:
+            for view in views:
+                memories[view].update(out[view].detach(), targets)
         parts["loss"] = value
         for key, val in parts.items():
             totals[key] = totals.get(key, 0.0) + val

@@ -1,0 +1,69 @@
+"""The offline teacher of Learning to Purification: a finished run's checkpoint, frozen.
+
+The student must have the same backbone and views as its teacher (distillation compares the
+features view by view), so a mismatch is refused before any training starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ray_reid.engine.checkpoint import META_FILE, STATE_FILE, _read_json, load_checkpoint
+from ray_reid.models import ModelConfig, build_model
+
+log = logging.getLogger(__name__)
+
+
+class TeacherMismatchError(ValueError):
+    """The teacher checkpoint's architecture cannot teach this student."""
+
+
+def resolve_checkpoint_dir(path_or_uri: str) -> Path:
+    """A checkpoint folder from a local path or ``s3://`` prefix; a run folder means its latest checkpoint."""
+    if path_or_uri.startswith("s3://"):
+        from ray_reid.data.resolve import cache_dir
+        from ray_reid.storage import fetch_prefix
+
+        path = fetch_prefix(path_or_uri, cache_dir() / "s3")
+    else:
+        path = Path(path_or_uri).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"teacher checkpoint not found: {path_or_uri}")
+    if (path / STATE_FILE).is_file():
+        return path
+    found = sorted(p for p in path.glob("checkpoint_*") if (p / STATE_FILE).is_file())
+    if not found:
+        raise FileNotFoundError(f"teacher {path_or_uri} holds no {STATE_FILE} and no checkpoint_* folder with one")
+    return found[-1]
+
+
+def check_teacher(path_or_uri: str, student: ModelConfig) -> Path:
+    """Fail early (on the driver, before Ray starts anything) if the teacher cannot teach ``student``."""
+    folder = resolve_checkpoint_dir(path_or_uri)
+    meta = _read_json(folder / META_FILE)
+    try:
+        teacher_cfg = ModelConfig(**meta["model"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TeacherMismatchError(f"teacher {folder}/{META_FILE} has no usable model description: {exc}") from exc
+    for field in ("backbone", "views"):
+        if getattr(teacher_cfg, field) != getattr(student, field):
+            raise TeacherMismatchError(
+                f"teacher {path_or_uri} has {field}={getattr(teacher_cfg, field)!r} but the student has "
+                f"{field}={getattr(student, field)!r}; distillation needs the same architecture and views"
+            )
+    return folder
+
+
+def load_teacher(path_or_uri: str, student: ModelConfig, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Build the teacher network from its checkpoint (weights_only), frozen and in eval mode."""
+    folder = check_teacher(path_or_uri, student)
+    loaded = load_checkpoint(folder, map_location="cpu")
+    teacher = build_model(ModelConfig(**{**loaded["meta"]["model"], "pretrained": None}))  # weights come next
+    teacher.load_state_dict(loaded["state"]["model"])
+    teacher.requires_grad_(False)
+    teacher.eval()
+    log.info("teacher loaded from %s (epoch %s)", folder, loaded["state"]["epoch"])
+    return teacher.to(device)
