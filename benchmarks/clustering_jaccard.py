@@ -11,7 +11,7 @@ k1 neighbour columns (self included) and slices them ``[:k + 1]``.
 Reported per N: seconds and peak resident memory above the pre-call level (sampled every
 5 ms by a thread, so no tracing slows the Python loops) for both, the speed ratio, the
 largest absolute difference over all N^2 entries (absent sparse entries read as 1), how
-many rows' k1-neighbour lists differ between faiss and the port's argsort (float rounding
+many rows' k1-neighbour lists differ between knn_search and the port's argsort (float rounding
 can swap near-ties, the only legitimate source of a difference), DBSCAN seconds and the
 ARI of JaccardDBSCAN against the true mixture labels.
 
@@ -203,8 +203,8 @@ def run(
         )
         if max_port_size is None or n <= max_port_size:
             (dense, port_rank), port_secs, port_mem = _measure(published_port, x, k1, k2)
-            _, faiss_rank = knn_search(x, k1, device="cpu")
-            other = int((np.sort(port_rank, 1) != np.sort(faiss_rank, 1)).any(1).sum())
+            _, our_rank = knn_search(x, k1, device="cpu")
+            other = int((np.sort(port_rank, 1) != np.sort(our_rank, 1)).any(1).sum())
             row.update(
                 port_s=port_secs,
                 port_peak_mb=port_mem / 2**20,
@@ -218,10 +218,10 @@ def run(
             row["dbscan_dense_s"] = db_dense_secs
             del dense
             if other:
-                # Near-ties ranked differently by faiss and argsort: rerun the port's later
-                # stages on faiss's ranking to show the algorithm itself agrees.
+                # Near-ties ranked differently by knn_search and argsort: rerun the port's later
+                # stages on knn_search's ranking to show the algorithm itself agrees.
                 original_dist, _ = published_rank(x, k1)
-                same = published_from_rank(original_dist, faiss_rank, k1, k2)
+                same = published_from_rank(original_dist, our_rank, k1, k2)
                 del original_dist
                 row["max_abs_diff_same_ranks"] = _max_abs_difference(dist, same)
                 del same
@@ -248,7 +248,7 @@ def _print_row(row: dict) -> None:
             flush=True,
         )
     if "max_abs_diff_same_ranks" in row:
-        print(f"         port on faiss's ranking: max |diff| {row['max_abs_diff_same_ranks']:.2e}", flush=True)
+        print(f"         port on knn_search's ranking: max |diff| {row['max_abs_diff_same_ranks']:.2e}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> list[dict]:

@@ -37,16 +37,33 @@ def test_matches_brute_force(n, k):
     assert (np.diff(dist, axis=1) >= -1e-5).all()
 
 
-def test_self_first_with_exact_duplicates():
-    base = clustered(12, seed=3)
-    # Rows 0..4 identical: faiss may list any of them first; each row must list itself first.
-    x = np.concatenate([np.repeat(base[:1], 5, axis=0), base[1:]])
+@pytest.mark.parametrize("block_rows,k", [(1, 5), (7, 3), (7, 12), (16, 40), (64, 64)])
+def test_blocked_cpu_search_matches_brute_force(monkeypatch, block_rows, k):
+    """Blocks smaller and larger than k, N not a multiple of the block: every row still exact."""
+    from ray_reid.clustering import knn
+
+    monkeypatch.setattr(knn, "_BLOCK_ROWS", block_rows)
+    x = clustered(64, seed=block_rows + k)
+    dist, idx = knn_search(x, k, device="cpu")
+    ref_dist, ref_idx = brute_force(x, k)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(dist, ref_dist, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("dup_rows", [(0, 1, 2, 3, 4), (2, 5, 7, 9, 11)])
+def test_self_first_with_exact_duplicates(monkeypatch, dup_rows):
+    from ray_reid.clustering import knn
+
+    monkeypatch.setattr(knn, "_BLOCK_ROWS", 4)  # duplicates fall in different blocks
+    x = clustered(16, seed=3)
+    x[list(dup_rows)] = x[dup_rows[0]]
     dist, idx = knn_search(x, 3, device="cpu")
     assert (idx[:, 0] == np.arange(len(x))).all()
-    np.testing.assert_allclose(dist[:5], 0.0, atol=1e-5)
-    for i in range(5):  # the other neighbours are duplicates, listed once each, never self
+    group = set(dup_rows)
+    for i in dup_rows:  # the other neighbours are duplicates, listed once each, never self
+        np.testing.assert_allclose(dist[i], 0.0, atol=1e-5)
         assert len(set(idx[i].tolist())) == 3
-        assert set(idx[i, 1:].tolist()) <= set(range(5)) - {i}
+        assert set(idx[i, 1:].tolist()) <= group - {i}
 
 
 def test_accepts_float64_and_noncontiguous_input():
