@@ -225,3 +225,23 @@ def test_multipart_etag_is_checked_by_size_only(tmp_path):
     obj = RemoteObject("k", Path("f"), len(body), "0123456789abcdef0123456789abcdef-2")
     _download(_FakeClient(body), "bkt", obj, tmp_path / "f")
     assert (tmp_path / "f").read_bytes() == body
+
+
+def test_concurrent_fetches_on_one_node_download_each_object_once(s3, tmp_path):
+    """DDP ranks on one node all resolve the dataset: the lock lets one download, the rest reuse."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    files = _put_small_tree(s3)
+    client, counter = _counted_client(s3.endpoint)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        folders = list(pool.map(lambda _: fetch_prefix(f"s3://{s3.bucket}/small", tmp_path, workers=2,
+                                                       client=client), range(3)))
+    assert len(set(folders)) == 1
+    assert counter["GetObject"] == len(files)
+
+
+def test_whole_bucket_fetch(s3, tmp_path):
+    files = _put_small_tree(s3, "top")
+    folder = fetch_prefix(f"s3://{s3.bucket}", tmp_path)
+    assert folder == tmp_path / s3.bucket
+    assert {f"top/{rel}" for rel in _stats(folder / "top")} == set(files)
