@@ -1,0 +1,164 @@
+"""Tune sweeps of whole distributed trainings: grid → table/best config/pictures, ASHA stops, restore."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from ray_reid.config import config_from_dict, load_config
+from ray_reid.distributed.tune import (
+    SearchDim, SweepConfig, best_row, parse_param_flag, parse_search_space, per_trial_resources, to_param_space,
+    trials_that_fit,
+)
+
+
+@pytest.fixture
+def tiny_base(tiny_synthetic_root, tmp_path):
+    def make(**extra):
+        overrides = {
+            "data.dataset": "synthetic", "data.root": str(tiny_synthetic_root), "data.height": 32,
+            "data.width": 16, "model.backbone": "resnet18", "cluster.merge_percent": 0.5, "optim.epochs": 1,
+            "optim.iters": 1, "optim.p": 4, "optim.k": 2, "run.num_workers": 1, "run.cpus_per_worker": 1,
+            "run.storage_path": str(tmp_path / "runs"), "run.eval_every": 1,
+        }
+        overrides.update(extra)
+        return config_from_dict({}, overrides)
+
+    return make
+
+
+# ---------------------------------------------------------------------------------------------- search space
+
+def test_space_parses_every_type_and_maps_to_tune():
+    from ray.tune.search.sample import Categorical, Float
+
+    space = parse_search_space({
+        "cluster.lam": {"type": "loguniform", "low": 0.01, "high": 10},
+        "optim.distill_weight": {"type": "uniform", "low": 0, "high": 2},
+        "cluster.merge_percent": {"type": "choice", "values": [0.1, 0.3]},
+        "optim.lr": {"type": "grid", "values": [1e-4, 3e-4]},
+    })
+    random = to_param_space(space, "random")
+    assert isinstance(random["cluster.lam"], Float) and random["cluster.lam"].lower == 0.01
+    assert isinstance(random["cluster.merge_percent"], Categorical)
+    assert random["optim.lr"] == {"grid_search": [1e-4, 3e-4]}
+    with pytest.raises(ValueError, match="cluster.lam.*continuous"):
+        to_param_space(space, "grid")
+    with pytest.raises(ValueError, match="optim.lr.*Optuna"):
+        to_param_space(space, "optuna")
+    grid = to_param_space({k: v for k, v in space.items() if v.type in ("choice", "grid")}, "grid")
+    assert grid["cluster.merge_percent"] == {"grid_search": [0.1, 0.3]}
+
+
+@pytest.mark.parametrize("raw, match", [
+    ({"cluster.lam": {"type": "normal", "low": 0, "high": 1}}, "'cluster.lam'.*unknown type 'normal'.*loguniform"),
+    ({"cluster.lambda": {"type": "uniform", "low": 0, "high": 1}}, "unknown config key 'cluster.lambda'.*lam"),
+    ({"clusters.lam": {"type": "uniform", "low": 0, "high": 1}}, "'clusters.lam' must look like section.key"),
+    ({"cluster.lam": {"type": "loguniform", "low": 0, "high": 1}}, "'cluster.lam'.*low > 0"),
+    ({"cluster.lam": {"type": "uniform", "low": 2, "high": 1}}, "'cluster.lam'.*low < high"),
+    ({"cluster.lam": {"type": "grid", "values": []}}, "'cluster.lam'.*non-empty list"),
+    ({"cluster.lam": {"type": "grid", "vals": [1]}}, "'cluster.lam' has unknown field 'vals'"),
+    ({"run.name": {"type": "grid", "values": ["a"]}}, "'run.name' cannot be searched"),
+    ({"cluster.lam": 0.5}, "'cluster.lam' must be a mapping with a 'type'"),
+])
+def test_space_errors_name_the_entry(raw, match):
+    with pytest.raises(ValueError, match=match):
+        parse_search_space(raw, source="space.yaml")
+
+
+def test_param_flag_and_default_space_file():
+    from jobs.tune import DEFAULT_SPACE, parse
+
+    assert parse_param_flag("cluster.lam=loguniform:0.01:10") == (
+        "cluster.lam", {"type": "loguniform", "low": "0.01", "high": "10"})
+    assert parse_param_flag("optim.distill_weight=grid:0,1")[1] == {"type": "grid", "values": [0, 1]}
+    with pytest.raises(ValueError, match="KEY=TYPE"):
+        parse_param_flag("cluster.lam")
+    cfg, space, sweep, _ = parse(["--space", str(DEFAULT_SPACE), "--set", "optim.iters=3", "--workers", "1",
+                                  "--search", "optuna"])
+    assert space["cluster.lam"] == SearchDim("cluster.lam", "loguniform", 0.01, 10.0)
+    assert space["optim.distill_weight"].type == "uniform"
+    assert cfg.optim.iters == 3 and cfg.run.num_workers == 1 and cfg.run.eval_every == 1
+    assert sweep.search == "optuna"
+    with pytest.raises(SystemExit, match="unknown type 'normal'"):
+        parse(["--param", "cluster.lam=normal:0:1"])
+
+
+def test_cpu_arithmetic_limits_concurrency(tiny_base):
+    cfg = tiny_base(**{"run.num_workers": 2})
+    sweep = SweepConfig(clusterer_cpus=0.5)
+    assert per_trial_resources(cfg, sweep) == {"CPU": 0.5 + 0.5 + 2 * 1.0, "GPU": 0.0}
+    assert trials_that_fit({"CPU": 4.0}, cfg, sweep) == 1
+    assert trials_that_fit({"CPU": 4.0}, tiny_base(), sweep) == 2
+    gpu = tiny_base(**{"run.gpus_per_worker": 1})
+    assert trials_that_fit({"CPU": 64.0, "GPU": 3.0}, gpu, SweepConfig(clusterer_gpus=0.5)) == 2
+
+
+def test_best_row_prefers_final_map():
+    rows = [{"trial_id": "a", "final_mAP": 0.4, "best_mAP": 0.6}, {"trial_id": "b", "final_mAP": 0.5, "best_mAP": 0.5},
+            {"trial_id": "c", "final_mAP": None, "best_mAP": None}]
+    assert best_row(rows)["trial_id"] == "b"
+    assert best_row([rows[2]]) is None
+
+
+# ---------------------------------------------------------------------------------------------- real sweeps
+
+def test_grid_sweep_writes_table_best_config_and_pictures(ray_session, tiny_base, tmp_path):
+    from jobs.train import parse_config, run_training
+    from ray_reid.distributed.tune import run_sweep
+
+    space = parse_search_space({"cluster.lam": {"type": "grid", "values": [0.1, 1.0]},
+                                "optim.distill_weight": {"type": "grid", "values": [0.0, 1.0]}})
+    sweep = SweepConfig(name="grid", storage_path=str(tmp_path / "tune"), search="grid", scheduler="fifo",
+                        max_concurrent_trials=2)
+    outcome = run_sweep(tiny_base(), space, sweep)
+
+    assert len(outcome.rows) == 4
+    assert sorted((r["cluster.lam"], r["optim.distill_weight"]) for r in outcome.rows) == [
+        (0.1, 0.0), (0.1, 1.0), (1.0, 0.0), (1.0, 1.0)]
+    for row in outcome.rows:
+        assert row["status"] == "TERMINATED" and row["epochs_run"] == 1 and row["stopped_early"] is False
+        assert 0.0 <= row["final_mAP"] <= 1.0 and row["best_mAP"] == row["final_mAP"]
+        # the trial's TorchTrainer ran inside the trial's own folder
+        assert (tmp_path / "tune" / "grid").joinpath(row["path"].split("/")[-1], "train").is_dir()
+    with open(outcome.files["table"]) as fh:
+        table = list(csv.DictReader(fh))
+    assert {r["trial_id"] for r in table} == {r["trial_id"] for r in outcome.rows}
+    assert {"cluster.lam", "optim.distill_weight", "final_mAP", "best_rank1", "stopped_early"} <= set(table[0])
+    for kind in ("scatter", "curves"):
+        assert outcome.files[kind].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    best = load_config(outcome.files["best_config"])
+    top = max(outcome.rows, key=lambda r: r["final_mAP"])
+    assert best.cluster.lam == pytest.approx(outcome.best["cluster.lam"])
+    assert outcome.best["final_mAP"] == top["final_mAP"]
+    assert best.optim.distill_weight == pytest.approx(outcome.best["optim.distill_weight"])
+    assert best.run.name == "grid-best" and best.data.root == tiny_base().data.root
+
+    # the best config is a training config: jobs/train.py accepts it as is and trains it in-process
+    cfg, _ = parse_config(["--config", str(outcome.files["best_config"]), "--set", "run.num_workers=0",
+                           "--set", f"run.storage_path={tmp_path / 'retrain'}"])
+    summary = run_training(cfg)
+    assert summary["epochs"] == 1 and 0.0 <= summary["mAP"] <= 1.0
+
+
+def test_asha_stops_poor_trials_early(ray_session, tiny_base, tmp_path):
+    """Trials run one at a time: after the first, every trial that is worse at a rung stops there."""
+    from ray_reid.distributed.tune import run_sweep
+
+    space = parse_search_space({"run.seed": {"type": "grid", "values": [0, 1, 2, 3]}})
+    sweep = SweepConfig(name="asha", storage_path=str(tmp_path / "tune"), search="grid", scheduler="asha",
+                        grace_period=1, reduction_factor=2, max_concurrent_trials=1)
+    outcome = run_sweep(tiny_base(**{"optim.epochs": 3}), space, sweep)
+    rows = outcome.rows
+    assert all(r["status"] == "TERMINATED" for r in rows)
+    assert any(r["stopped_early"] for r in rows), rows
+    for row in rows:
+        assert row["stopped_early"] == (row["epochs_run"] < 3)
+        assert len(outcome.curves[row["trial_id"]]) == row["epochs_run"]
+
+
+def test_restore_finishes_interrupted_sweep_without_rerunning(ray_session, tiny_base, tmp_path):
+    pytest.skip("written below")
