@@ -100,8 +100,8 @@ class SyntheticConfig:
             )
         for name, hi in (("near_duplicate_fraction", 1.0), ("camera_strength", 2.0)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-                    or not 0.0 <= value <= hi:
+            is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+            if not is_number or not 0.0 <= value <= hi:
                 raise ValueError(f"SyntheticConfig.{name} must be a float in [0, {hi}], got {value!r}")
             object.__setattr__(self, name, float(value))
 
