@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 _BLOCK_CELLS = 1 << 22
 # Pairs generated per block: small enough that the pair arrays stay in cache.
 _BLOCK_PAIRS = 1 << 18
-# Rows of features gathered at once when computing the pair distances of V's support.
+# Pairs whose feature rows are gathered at once when computing support distances.
 _PAIR_CHUNK = 1 << 15
 
 
@@ -108,6 +108,7 @@ def _pair_sq_distances(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.
         c = cols[start : start + _PAIR_CHUNK]
         dot = np.einsum("ij,ij->i", x[r], x[c])
         out[start : start + _PAIR_CHUNK] = sq_norm[r] + sq_norm[c] - 2.0 * dot
+    np.maximum(out, 0.0, out=out)  # rounding can dip below 0; the search clips the same way
     return out
 
 
@@ -116,7 +117,7 @@ def _support_sq_distances(
 ) -> np.ndarray:
     """Squared L2 distance of every (rows[p], cols[p]) support pair.
 
-    Most of S(i) lies in i's own neighbour list, whose distances faiss already computed;
+    Most of S(i) lies in i's own neighbour list, whose distances the search already computed;
     only the pairs brought in by expansion from outside it are computed here.
     """
     n, k = knn_idx.shape
