@@ -397,7 +397,9 @@ def _draw_person(p: _Painter, who: _Identity, view: str, top: float, cx: float, 
     behind, a thin profile from the side and two straps from the front; a logo shows only
     from the front; a side view is narrower and shows the walking stride.
     """
-    y = lambda t: top + t * hp  # noqa: E731 - fraction of body height to canvas row
+    def y(t: float) -> float:  # fraction of body height -> canvas row
+        return top + t * hp
+
     side = view == "side"
     bw = 0.25 * hp * who.width_scale * (0.62 if side else 1.0)
     half = bw / 2
@@ -420,8 +422,8 @@ def _draw_person(p: _Painter, who: _Identity, view: str, top: float, cx: float, 
         t_end = bottom_end
         x_end = hx + (fx - hx) * (t_end - 0.5) / 0.44
         p.paint(p.limb(y(0.5), y(t_end), hx, x_end, leg_half * 1.08), who.bottom)
-        p.paint(p.rect(y(0.93), y(1.0), fx - leg_half * 1.2 + (facing * leg_half * 0.5 if side else 0),
-                       fx + leg_half * 1.2 + (facing * leg_half * 0.5 if side else 0)), who.shoes)
+        toe = facing * leg_half * 0.5 if side else 0.0  # shoes point the way the person walks
+        p.paint(p.rect(y(0.93), y(1.0), fx - leg_half * 1.2 + toe, fx + leg_half * 1.2 + toe), who.shoes)
     if who.bottom_kind == "skirt":
         p.paint(p.trapezoid(y(0.48), y(0.72), cx, half * 0.9, half * 1.35), who.bottom)
 
