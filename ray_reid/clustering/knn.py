@@ -7,7 +7,7 @@ queries are the database). Every block's rows keep their best k from the columns
 right, and the block's transpose offers each later row its best k among the block's rows.
 
 Re-ranking treats "i is its own nearest neighbour" as an invariant (the k-reciprocal set of
-``i`` always contains ``i``), so the self-neighbour is forced to column 0 even when faiss
+``i`` always contains ``i``), so the self-neighbour is forced to column 0 even when the search
 returns an equal-distance duplicate first or, with many duplicates, not at all.
 """
 
@@ -26,7 +26,7 @@ _BLOCK_ROWS = 1024
 
 
 def _as_features(features, *, name: str = "features") -> np.ndarray:
-    """Host float32 C-contiguous copy/view of ``features``, validated for faiss."""
+    """Host float32 C-contiguous copy/view of ``features``, validated for the search."""
     x = to_numpy(features)
     if x.ndim != 2:
         raise ValueError(f"{name} must be a 2-D array [N, d], got shape {x.shape}")
@@ -56,9 +56,9 @@ def _use_gpu(device: str) -> bool:
 
 
 def _put_self_first(distances: np.ndarray, indices: np.ndarray) -> None:
-    """Make column 0 of row i be i itself (in place), keeping the rest in faiss's order.
+    """Make column 0 of row i be i itself (in place), keeping the rest in the search's order.
 
-    Rows where faiss already put i first are untouched. If i appears later (an exact
+    Rows where the search already put i first are untouched. If i appears later (an exact
     duplicate won the tie), i moves to the front and the entries before it shift right;
     if i is missing (more than k duplicates), it is inserted and the last entry dropped.
     """
