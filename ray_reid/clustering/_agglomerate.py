@@ -13,6 +13,8 @@ per *cluster*, K×K, and every merge touches O(K) of it:
   ‖s_A+s_B‖² = G_AA + 2G_AB + G_BB, mean pair distance = q_A/n_A + q_B/n_B − 2G_AB/(n_A n_B).
 * ``D`` — only for single linkage, the min squared distance between members; merging is an
   element-wise minimum of two rows (Lance–Williams for single linkage).
+* D and G live interleaved in one (K, K, m) array: a merge rewrites one row and one column,
+  and the column (one cache line per row, the costly part) then serves both at once.
 * Per row, the minimum current cost and its argmin. A merge A+B→A changes only the costs
   that involve A or B, so a row keeps its minimum unless that minimum pointed at A or B (then
   the row is recomputed) or the new cost to A beats it. The global merge is the argmin over
@@ -26,8 +28,13 @@ minimum is the smaller member of the smallest tied pair. This needs every cost t
 bit-identical whichever of its two clusters computes it, so every formula below is written
 with commutative operations on (row, column) operands only.
 
-The same code runs on NumPy and CuPy arrays (``xp``); on a GPU it syncs with the host once
-per merge for the pair and once for the set of rows to recompute.
+Dead slots are dropped by an in-place compaction once 30% of them are dead, so per-merge work
+follows the live K rather than N, and peak memory stays one K×K×m array (N = 12,936 with
+single linkage + SSE in float32: 1.34 GB).
+
+The same code runs on NumPy and CuPy arrays (``xp``); on a GPU it syncs with the host twice
+per merge (the chosen pair with its cost, and the set of rows to recompute, whose size is
+data-dependent) and once per compaction.
 """
 
 from __future__ import annotations
@@ -272,7 +279,7 @@ def agglomerate(
     for m in range(n_merges):
         i = row_min.argmin()
         # One device->host transfer per merge: both slots and the cost (slots are exact in float64).
-        picked = _to_host(xp.stack([i, row_arg[i], row_min[i]]).astype(xp.float64))
+        picked = _to_host(xp.stack([v.astype(xp.float64) for v in (i, row_arg[i], row_min[i])]))
         a, b = sorted((int(picked[0]), int(picked[1])))
         costs[m] = picked[2]
         id_a, id_b = int(state.ids[a]), int(state.ids[b])
