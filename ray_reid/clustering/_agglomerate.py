@@ -113,13 +113,15 @@ class _State:
             gram = x[i0:i1] @ x[i0:].T
             diag = gram[:, : i1 - i0]
             gram[:, : i1 - i0] = xp.triu(diag) + xp.triu(diag, 1).T
+            both = xp.empty((i1 - i0, k - i0, m), dtype=dtype)
             if needs_gram:
-                self._mirror(gram, i0, self.c_gram)
+                both[:, :, self.c_gram] = gram
             if needs_dist:
                 dist = self.q[i0:i1, None] + self.q[None, i0:]
                 dist -= 2 * gram
                 xp.maximum(dist, 0, out=dist)
-                self._mirror(dist, i0, self.c_dist)
+                both[:, :, 0] = dist
+            self._mirror(both, i0)
         if needs_gram:
             self.g = xp.ascontiguousarray(xp.diagonal(self.pairs[:, :, self.c_gram])).copy()
         self._refresh_ratios()
@@ -127,17 +129,17 @@ class _State:
         self.ids = np.arange(k, dtype=np.int64)  # host: cluster id (smallest member) per slot
         self.n_active = k
 
-    def _mirror(self, upper: Any, i0: int, channel: int, tile: int = 256) -> None:
-        """Write block-row ``upper`` (rows i0.., columns i0..) and its transpose into ``channel``.
+    def _mirror(self, upper: Any, i0: int, tile: int = 256) -> None:
+        """Write block-row ``upper`` (rows i0.., columns i0.., all channels) and its transpose.
 
         The transpose goes tile by tile so that its strided reads stay in cache (about 8× faster
         than one big transposed copy on CPU).
         """
         i1 = i0 + upper.shape[0]
-        self.pairs[i0:i1, i0:, channel] = upper
+        self.pairs[i0:i1, i0:] = upper
         for j0 in range(0, upper.shape[1], tile):
             j1 = min(j0 + tile, upper.shape[1])
-            self.pairs[i0 + j0 : i0 + j1, i0:i1, channel] = upper[:, j0:j1].T
+            self.pairs[i0 + j0 : i0 + j1, i0:i1] = upper[:, j0:j1].transpose(1, 0, 2)
 
     def _refresh_ratios(self) -> None:
         self.qn = self.q / self.n  # mean squared norm per cluster (average linkage)
@@ -227,7 +229,8 @@ class _State:
         row_len = k_new * m
         for r0 in range(0, k_new, _COMPACT_CHUNK):
             r1 = min(r0 + _COMPACT_CHUNK, k_new)
-            rows = old[xp.ix_(keep_d[r0:r1], keep_d)]  # gathered copy before any write
+            # gathered copy before any write; two ``take``s are ~5x faster than one ix_ gather
+            rows = xp.take(xp.take(old, keep_d[r0:r1], axis=0), keep_d, axis=1)
             self._buf[r0 * row_len : r1 * row_len] = rows.reshape(-1)
         self.pairs = self._buf[: k_new * row_len].reshape(k_new, k_new, m)
         for name in ("n", "q", "g", "pen", "qn", "gn2", "active"):
