@@ -51,6 +51,7 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "eval-every": ("run.eval_every", int, "evaluate every N epochs (and at the end)"),
     "max-failures": ("run.max_failures", int, "worker-group restarts allowed"),
     "teacher": ("run.teacher", str, "finished run's checkpoint (path or s3://) to distil from"),
+    "s3-endpoint": ("run.s3_endpoint", str, "custom S3 endpoint (MinIO, Ceph, ...); credentials from the AWS chain"),
 }
 
 
@@ -106,6 +107,10 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
     log = logging.getLogger("train")
     start = time.perf_counter()
+    if cfg.run.s3_endpoint:
+        from ray_reid.storage import use_endpoint
+
+        use_endpoint(cfg.run.s3_endpoint)
     if cfg.run.teacher:
         from ray_reid.engine.loop import model_config
         from ray_reid.engine.teacher import check_teacher
@@ -115,6 +120,9 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         from ray_reid.engine.context import LocalContext
         from ray_reid.engine.loop import train_worker
 
+        if "://" in cfg.run.storage_path:
+            raise ValueError(f"run.num_workers=0 trains in-process and needs a local run.storage_path, "
+                             f"got {cfg.run.storage_path!r}")
         run_dir = Path(cfg.run.storage_path).expanduser().resolve() / cfg.run.name
         history = train_worker(cfg, LocalContext(cfg.cluster, run_dir))
         run_path = str(run_dir)
@@ -125,7 +133,17 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
         connect()
         outcome = fit(cfg)
         history, run_path = outcome.history, outcome.run_path
-    summary = write_run_outputs(run_path, history, cfg, time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    if run_path.startswith("s3://"):
+        import tempfile
+
+        from ray_reid.storage import upload_dir
+
+        with tempfile.TemporaryDirectory(prefix="ray_reid_outputs_") as staging:
+            summary = write_run_outputs(staging, history, cfg, wall)
+            upload_dir(staging, run_path + "/")
+    else:
+        summary = write_run_outputs(run_path, history, cfg, wall)
     log.info("finished: mAP %.1f%% rank-1 %.1f%% (%d clusters, ARI %s) in %.0fs; results in %s",
              100 * (summary["mAP"] or 0), 100 * (summary["rank1"] or 0), summary["n_clusters"] or 0,
              summary["ari"], summary["wall_seconds"], run_path)

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
+import types
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/s3_server.py
+
+S3_BUCKET = "reid-data"
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +33,25 @@ def tiny_synthetic_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("synthetic") / "tiny"
     generate_dataset(root, SyntheticConfig(ids=16, cams=3, seed=0, height=32, width=16))
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 endpoint on loopback (moto's server, as a subprocess stopped by its own pid)."""
+    pytest.importorskip("moto.server")
+    from s3_server import S3Server
+
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture()
+def s3(s3_server):
+    """A clean server, dummy credentials in the environment, one empty bucket and a client."""
+    from ray_reid.storage import s3_client
+
+    s3_server.reset()
+    with s3_server.environment():
+        client = s3_client()
+        client.create_bucket(Bucket=S3_BUCKET)
+        yield types.SimpleNamespace(client=client, bucket=S3_BUCKET, endpoint=s3_server.endpoint_url)

@@ -40,9 +40,10 @@ def file_lock(path: Path) -> Iterator[None]:
 
 def default_synthetic_root() -> Path:
     """Folder of the embedded synthetic set, named by a hash of its generator config."""
-    from ray_reid.data.synthetic import DEFAULT_CONFIG
+    from ray_reid.data.synthetic import DEFAULT_CONFIG, GENERATOR_VERSION
 
-    blob = json.dumps(dataclasses.asdict(DEFAULT_CONFIG), sort_keys=True, default=str).encode()
+    blob = json.dumps({"config": dataclasses.asdict(DEFAULT_CONFIG), "generator": GENERATOR_VERSION},
+                      sort_keys=True, default=str).encode()
     return cache_dir() / "datasets" / f"synthetic-default-{hashlib.sha256(blob).hexdigest()[:10]}"
 
 

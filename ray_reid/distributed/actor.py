@@ -26,8 +26,9 @@ ACTOR_NAME_PREFIX = "ray_reid_clusterer"
 class ClusteringService:
     """Thread-safe rendezvous of embedding shards; the body of the Ray actor, testable without Ray."""
 
-    def __init__(self, cluster_cfg: dict[str, Any], keep_epochs: int = 2):
+    def __init__(self, cluster_cfg: dict[str, Any], keep_epochs: int = 2, embeddings_uri: str | None = None):
         self.cfg = ClusterConfig(**cluster_cfg)
+        self.embeddings_uri = embeddings_uri
         self.keep_epochs = keep_epochs
         self._cond = threading.Condition()
         self._shards: dict[int, dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
@@ -82,16 +83,26 @@ class ClusteringService:
             full = np.empty_like(stacked)
             full[indices] = stacked
             features[view] = full
-        return assign_pseudo_labels(features, self.cfg, epoch=epoch)
+        result = assign_pseudo_labels(features, self.cfg, epoch=epoch)
+        if self.embeddings_uri:
+            from ray_reid.storage import embeddings_table, write_parquet_table
+
+            where = write_parquet_table(embeddings_table(np.arange(n_total), features, result.labels, epoch),
+                                        f"{self.embeddings_uri}/epoch_{epoch:04d}.parquet")
+            log.info("epoch %d: embeddings and pseudo-labels written to %s", epoch, where)
+        return result
 
 
 @ray.remote(max_restarts=-1, max_task_retries=-1)
 class ClusteringActor:
     """Ray wrapper of :class:`ClusteringService`; created threaded so all ranks can wait in it at once."""
 
-    def __init__(self, cluster_cfg: dict[str, Any]):
+    def __init__(self, cluster_cfg: dict[str, Any], embeddings_uri: str | None = None, s3_endpoint: str | None = None):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-        self.service = ClusteringService(cluster_cfg)
+        from ray_reid.storage import use_endpoint
+
+        use_endpoint(s3_endpoint)
+        self.service = ClusteringService(cluster_cfg, embeddings_uri=embeddings_uri)
         log.info("ClusteringActor up on node %s, clustering on %s", ray.get_runtime_context().get_node_id()[:8],
                  self.service.device())
 
@@ -108,7 +119,10 @@ def actor_resources(num_workers: int, gpus_per_worker: float, cpus_per_worker: f
     """Where the actor goes: the `clusterer` node resource, else a spare GPU, else CPU (with a reason)."""
     total = ray.cluster_resources()
     if total.get("clusterer", 0) >= 1:
-        return {"resources": {"clusterer": 1}, "num_cpus": 1}, "on the node with the 'clusterer' resource"
+        options: dict[str, Any] = {"resources": {"clusterer": 1}, "num_cpus": 1}
+        if total.get("GPU", 0) >= 1:
+            options["num_gpus"] = 1  # reserve the clusterer node's GPU so no DDP worker takes it
+        return options, "on the node with the 'clusterer' resource"
     spare_gpus = total.get("GPU", 0) - num_workers * gpus_per_worker
     if spare_gpus >= 1:
         return {"num_gpus": 1, "num_cpus": 1}, "on a spare GPU"
@@ -117,11 +131,11 @@ def actor_resources(num_workers: int, gpus_per_worker: float, cpus_per_worker: f
 
 
 def get_or_create_actor(run_name: str, cluster_cfg: dict[str, Any], *, num_workers: int, gpus_per_worker: float,
-                        cpus_per_worker: float):
+                        cpus_per_worker: float, embeddings_uri: str | None = None, s3_endpoint: str | None = None):
     options, where = actor_resources(num_workers, gpus_per_worker, cpus_per_worker)
     log.info("ClusteringActor placed %s: %s", where, options)
     handle = ClusteringActor.options(
         name=f"{ACTOR_NAME_PREFIX}_{run_name}", get_if_exists=True, max_concurrency=max(4, num_workers + 2),
         lifetime=None, **options,
-    ).remote(cluster_cfg)
+    ).remote(cluster_cfg, embeddings_uri, s3_endpoint)
     return handle

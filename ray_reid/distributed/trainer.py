@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from ray_reid.config import TrainConfig
 from ray_reid.distributed.actor import get_or_create_actor
 from ray_reid.distributed.worker import train_loop_per_worker
 from ray_reid.engine.checkpoint import HISTORY_FILE
+from ray_reid.storage import pyarrow_filesystem, use_endpoint
 
 log = logging.getLogger(__name__)
 
@@ -27,14 +28,16 @@ class FitOutcome:
     run_path: str
 
 
-def storage_path(cfg: TrainConfig) -> str:
-    """Absolute local path (Ray Train wants one) or the URI as given."""
+def run_location(cfg: TrainConfig) -> str:
+    """Where the run folder lives: an absolute local path or an ``s3://`` URI."""
     path = cfg.run.storage_path
-    return path if "://" in path else str(Path(path).expanduser().resolve())
+    base = path.rstrip("/") if "://" in path else str(Path(path).expanduser().resolve())
+    return f"{base}/{cfg.run.name}"
 
 
 def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> TorchTrainer:
     use_gpu = cfg.run.gpus_per_worker > 0
+    filesystem, path = pyarrow_filesystem(cfg.run.storage_path, cfg.run.s3_endpoint)
     resources = {"CPU": cfg.run.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = cfg.run.gpus_per_worker
@@ -46,7 +49,8 @@ def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> 
                                      resources_per_worker=resources),
         run_config=RunConfig(
             name=cfg.run.name,
-            storage_path=storage_path(cfg),
+            storage_path=path,
+            storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=3),
             callbacks=callbacks,
@@ -56,8 +60,13 @@ def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> 
 
 def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitOutcome:
     """Run (or resume, for the same storage_path and run name) the distributed training."""
-    actor = get_or_create_actor(cfg.run.name, dict(cfg.to_dict()["cluster"]), num_workers=cfg.run.num_workers,
-                                gpus_per_worker=cfg.run.gpus_per_worker, cpus_per_worker=cfg.run.cpus_per_worker)
+    use_endpoint(cfg.run.s3_endpoint)
+    run_uri = run_location(cfg)
+    actor = get_or_create_actor(
+        cfg.run.name, dict(cfg.to_dict()["cluster"]), num_workers=cfg.run.num_workers,
+        gpus_per_worker=cfg.run.gpus_per_worker, cpus_per_worker=cfg.run.cpus_per_worker,
+        embeddings_uri=f"{run_uri}/embeddings" if cfg.run.save_embeddings else None, s3_endpoint=cfg.run.s3_endpoint,
+    )
     where = ray.get(actor.where.remote())
     log.info("ClusteringActor runs on node %s (%s)", where["node_id"][:8], where["device"])
     trainer = build_trainer(cfg, actor, callbacks=callbacks)
@@ -70,8 +79,5 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitOutcome:
     if result.checkpoint is not None:
         ckpt_path = result.checkpoint.path
         with result.checkpoint.as_directory() as folder:
-            import json
-
             history = json.loads((Path(folder) / HISTORY_FILE).read_text())
-    run_path = os.path.join(storage_path(cfg), cfg.run.name)
-    return FitOutcome(history=history, checkpoint_path=ckpt_path, run_path=run_path)
+    return FitOutcome(history=history, checkpoint_path=ckpt_path, run_path=run_uri)

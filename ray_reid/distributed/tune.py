@@ -265,34 +265,67 @@ def trial_resources(sweep: SweepConfig):
     return PlacementGroupFactory([{"CPU": FUNCTION_CPUS}, actor_bundle])
 
 
-def _make_report_callback():
+def tune_row(row: Mapping[str, Any], last: dict[str, float]) -> dict[str, Any]:
+    """One epoch's Train metrics as a Tune result with a usable ``mAP`` (``last`` carries the latest evaluation).
+
+    mAP is computed only on eval epochs; between them the last evaluated mAP/rank-1 are carried forward
+    (``mAP_evaluated`` says which rows are fresh), so ASHA's rung comparison never meets a missing metric.
+    ``epochs_done`` is ASHA's clock (see TIME_ATTR).
+    """
+    out = dict(row)
+    evaluated = out.get(METRIC) is not None
+    if evaluated:
+        last.clear()
+        last.update({k: out[k] for k in (METRIC, "rank1") if out.get(k) is not None})
+    else:
+        for key, value in last.items():
+            out.setdefault(key, value)
+    out["mAP_evaluated"] = evaluated
+    out[TIME_ATTR] = int(out["epoch"]) + 1
+    return out
+
+
+def _make_report_callback(last: dict[str, float]):
     from ray.tune.integration.ray_train import TuneReportCallback
 
     class CarryMAPCallback(TuneReportCallback):
-        """Forward each Train report to Tune with a usable ``mAP`` on every epoch.
+        """Forward each Train report (rank 0's metrics) to Tune through :func:`tune_row`."""
 
-        mAP is computed only on eval epochs; between them the last evaluated mAP/rank-1 are carried
-        forward (``mAP_evaluated`` says which rows are fresh), so ASHA's rung comparison never meets
-        a missing metric. ``epochs_done`` is ASHA's clock (see TIME_ATTR).
-        """
-
-        def __init__(self):
+        def __init__(self, seen: dict[str, float]):
             super().__init__()
-            self._last: dict[str, float] = {}
+            self._last = dict(seen)
 
         def after_report(self, run_context, metrics, checkpoint):
-            row = dict(metrics[0])
-            evaluated = row.get(METRIC) is not None
-            if evaluated:
-                self._last = {k: row[k] for k in (METRIC, "rank1") if row.get(k) is not None}
-            else:
-                for key, value in self._last.items():
-                    row.setdefault(key, value)
-            row["mAP_evaluated"] = evaluated
-            row[TIME_ATTR] = int(row["epoch"]) + 1
-            super().after_report(run_context, [row, *metrics[1:]], checkpoint)
+            super().after_report(run_context, [tune_row(metrics[0], self._last), *metrics[1:]], checkpoint)
 
-    return CarryMAPCallback()
+    return CarryMAPCallback(last)
+
+
+def _fs_and_path(path: str):
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(path) if _is_uri(path) else (pafs.LocalFileSystem(), path)
+
+
+def finished_epochs(train_run: str) -> list[dict[str, Any]]:
+    """Metric history in the latest checkpoint of a Train run folder (empty when it has none yet)."""
+    import json
+
+    import pyarrow.fs as pafs
+
+    from ray_reid.engine.checkpoint import HISTORY_FILE
+
+    fs, root = _fs_and_path(train_run)
+    if fs.get_file_info(root).type != pafs.FileType.Directory:
+        return []
+    names = sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(root))
+                   if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
+    for name in reversed(names):
+        target = f"{root}/{name}/{HISTORY_FILE}"
+        if fs.get_file_info(target).type == pafs.FileType.File:
+            with fs.open_input_stream(target) as fh:
+                return list(json.loads(fh.read().decode()))
+    return []
 
 
 def trial_folder(sweep_storage: str, sweep_name: str, trial_dir: str) -> str:
@@ -325,8 +358,16 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: SweepConfi
         max_concurrency=max(4, cfg.run.num_workers + 2), num_cpus=sweep.clusterer_cpus,
         num_gpus=sweep.clusterer_gpus, scheduling_strategy=strategy,
     ).remote(cfg.to_dict()["cluster"])
+    # A restored trial resumes its Train run from the latest checkpoint; first hand Tune the epochs that run
+    # already finished, so its table, curves and ASHA's clock cover the whole run (no epoch is trained twice).
+    last: dict[str, float] = {}
+    done = finished_epochs(f"{folder}/{cfg.run.name}")
+    if done:
+        log.info("trial %s: %d epoch(s) already trained, reporting them again and resuming", trial_id, len(done))
+    for row in done:
+        tune.report(tune_row(row, last))
     try:
-        build_trainer(cfg, actor, callbacks=[_make_report_callback()]).fit()
+        build_trainer(cfg, actor, callbacks=[_make_report_callback(last)]).fit()
     finally:
         ray.kill(actor, no_restart=True)
 
@@ -359,8 +400,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def _read_saved_base(experiment_path: str) -> dict[str, Any] | None:
     import pyarrow.fs as pafs
 
-    fs, root = pafs.FileSystem.from_uri(experiment_path) if _is_uri(experiment_path) else \
-        (pafs.LocalFileSystem(), experiment_path)
+    fs, root = _fs_and_path(experiment_path)
     target = f"{root}/{BASE_CONFIG_FILE}"
     if fs.get_file_info(target).type == pafs.FileType.NotFound:
         return None
@@ -389,8 +429,15 @@ def _normalise(base: Mapping[str, Any]) -> dict[str, Any]:
     return yaml.safe_load(yaml.safe_dump(config_from_dict(base).to_dict()))
 
 
-def build_tuner(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: SweepConfig):
-    """A new Tuner, or the restored one when this sweep's folder already holds Tune state."""
+def build_tuner(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: SweepConfig,
+                callbacks: Sequence[Any] | None = None):
+    """A new Tuner, or the restored one when this sweep's folder already holds Tune state.
+
+    Returns the tuner, the experiment path, and the base config and space the trials train with (on restore,
+    the ones saved when the sweep started).
+
+    ``callbacks`` (``ray.tune.Callback``) apply to a new sweep only: a restored one keeps its saved run config.
+    """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
@@ -404,11 +451,12 @@ def build_tuner(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Sw
                 log.warning("sweep %s was started with a different base config: restoring it with the saved one "
                             "(%s); start a new --sweep-name to train another", sweep.name, BASE_CONFIG_FILE)
             base = _normalise(saved["base"])
+            space = parse_search_space(saved["space"], source=f"{experiment_path}/{BASE_CONFIG_FILE}")
         trainable = _trainable(base, sweep, storage)
         log.info("restoring sweep %s from %s (unfinished trials continue, finished ones are kept)", sweep.name,
                  experiment_path)
         return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
-                                  resume_errored=sweep.resume_errored), experiment_path, base
+                                  resume_errored=sweep.resume_errored), experiment_path, base, dict(space)
 
     if MU_KEY in space and not base_cfg.run.teacher:
         log.warning("%s (mu) is searched but run.teacher is not set: distillation is off, so mu changes nothing "
@@ -435,9 +483,9 @@ def build_tuner(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Sw
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search_alg,
                                     num_samples=sweep.num_samples,
                                     max_concurrent_trials=sweep.max_concurrent_trials),
-        run_config=tune.RunConfig(name=sweep.name, storage_path=storage),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=list(callbacks or [])),
     )
-    return tuner, experiment_path, base
+    return tuner, experiment_path, base, dict(space)
 
 
 def _trainable(base: dict[str, Any], sweep: SweepConfig, storage: str):
@@ -448,7 +496,7 @@ def _trainable(base: dict[str, Any], sweep: SweepConfig, storage: str):
 
 
 def run_sweep(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: SweepConfig,
-              out_dir: str | os.PathLike | None = None) -> SweepOutcome:
+              out_dir: str | os.PathLike | None = None, callbacks: Sequence[Any] | None = None) -> SweepOutcome:
     """Run or resume the sweep, then write the trial table, the best config and the pictures."""
     import ray
 
@@ -467,7 +515,7 @@ def run_sweep(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Swee
                         "for their workers unless the cluster scales up", sweep.max_concurrent_trials, fits, need,
                         fits)
         log.info("each trial holds %s; running up to %d at once", need, sweep.max_concurrent_trials)
-    tuner, experiment_path, base = build_tuner(base_cfg, space, sweep)
+    tuner, experiment_path, base, space = build_tuner(base_cfg, space, sweep, callbacks)
     grid = tuner.fit()
     rows, curves = trial_table(grid, space, config_from_dict(base).optim.epochs)
     local_out = Path(out_dir) if out_dir is not None else (

@@ -18,6 +18,7 @@ import torch.distributed as dist
 from ray_reid.config import config_from_dict
 from ray_reid.engine.loop import train_worker
 from ray_reid.engine.pseudo_labels import PseudoLabels
+from ray_reid.storage import use_endpoint
 
 
 class RayTrainContext:
@@ -63,6 +64,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """TorchTrainer's function: rebuild the typed config from plain dicts and run the shared loop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [rank %(process)d] %(name)s: %(message)s")
     cfg = config_from_dict(loop_config["config"])
+    use_endpoint(cfg.run.s3_endpoint)
     threads = max(1, int(cfg.run.cpus_per_worker))
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))

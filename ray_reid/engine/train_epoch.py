@@ -52,7 +52,7 @@ def train_one_epoch(
     model.train()
     views = tuple(memories)
     weights = view_loss_weights(views, cfg.parts_weight)
-    label_t = torch.as_tensor(labels, dtype=torch.long)
+    label_t = torch.tensor(labels, dtype=torch.long)  # a copy: arrays from the object store are read-only
     totals: dict[str, float] = {}
     n_iter = 0
     n_images = 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -57,7 +56,9 @@ def resolve_weights_path(path_or_uri: str | os.PathLike, *, cache_dir: str | os.
     """Local path of the weights: the file itself, or the S3 object's copy in the cache."""
     text = os.fspath(path_or_uri)
     if text.startswith("s3://"):
-        return _download_s3(text, Path(cache_dir or DEFAULT_CACHE_DIR).expanduser())
+        from ray_reid.storage import fetch_file  # size/ETag-verified, atomic, shared with datasets
+
+        return fetch_file(text, Path(cache_dir or DEFAULT_CACHE_DIR).expanduser())
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights file not found: {path}")
@@ -78,34 +79,3 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise ValueError(f"weights file {path} does not hold a state_dict of tensors (got {type(obj).__name__})")
     return {str(k).removeprefix("module."): v for k, v in obj.items()}
-
-
-def _download_s3(uri: str, cache_dir: Path) -> Path:
-    """Fetch ``s3://bucket/key`` once into ``cache_dir/bucket/key``, atomically.
-
-    The download lands in a temp file in the same directory and is renamed into place, so
-    concurrent workers on one node never read a half-written file.
-    """
-    bucket, _, key = uri[len("s3://"):].partition("/")
-    if not bucket or not key or key.endswith("/"):
-        raise ValueError(f"S3 weights URI must look like s3://bucket/key, got {uri!r}")
-    target = cache_dir / bucket / key
-    if target.is_file():
-        log.info("using cached weights %s for %s", target, uri)
-        return target
-    import boto3
-    from botocore.exceptions import ClientError
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        log.info("downloading %s to %s", uri, target)
-        boto3.client("s3").download_file(bucket, key, tmp)
-        os.replace(tmp, target)
-    except ClientError as exc:
-        raise FileNotFoundError(f"cannot download pretrained weights {uri}: {exc}") from exc
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target

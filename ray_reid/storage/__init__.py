@@ -14,6 +14,7 @@ from ray_reid.storage.s3 import (
     s3_client,
     upload_dir,
     upload_file,
+    use_endpoint,
 )
 from ray_reid.storage.tables import embeddings_table, read_parquet_table, view_array, write_parquet_table
 
@@ -31,6 +32,7 @@ __all__ = [
     "s3_client",
     "upload_dir",
     "upload_file",
+    "use_endpoint",
     "view_array",
     "write_parquet_table",
 ]

@@ -68,6 +68,18 @@ def resolve_endpoint(endpoint_url: str | None = None) -> str | None:
     return endpoint_url
 
 
+def use_endpoint(endpoint_url: str | None) -> None:
+    """Make a configured endpoint (``run.s3_endpoint``) the process default for every S3 call.
+
+    Set on the driver, in each Train worker and in the ClusteringActor, so dataset fetches,
+    checkpoint storage and embeddings all talk to the same store without threading the value
+    through every function.
+    """
+    if endpoint_url:
+        resolve_endpoint(endpoint_url)  # validate before it becomes the default
+        os.environ["RAY_REID_S3_ENDPOINT"] = endpoint_url
+
+
 def resolve_region(region: str | None = None) -> str | None:
     if region:
         return region

@@ -145,28 +145,22 @@ def test_weights_only_refuses_pickled_objects(tmp_path):
         load_backbone_weights(tiny(), path)
 
 
-def test_s3_weights_downloaded_once_into_cache(tmp_path, monkeypatch):
-    moto = pytest.importorskip("moto")
-    import boto3
-
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+def test_s3_weights_downloaded_once_into_cache(tmp_path, s3):
     ref = _save_resnet18(tmp_path / "src.pth")
-    with moto.mock_aws():
-        s3 = boto3.client("s3")
-        s3.create_bucket(Bucket="weights")
-        s3.upload_file(str(tmp_path / "src.pth"), "weights", "imagenet/r18.pth")
-        model = tiny()
-        load_backbone_weights(model, "s3://weights/imagenet/r18.pth", cache_dir=tmp_path / "cache")
-        with pytest.raises(FileNotFoundError, match="s3://weights/missing.pth"):
-            load_backbone_weights(model, "s3://weights/missing.pth", cache_dir=tmp_path / "cache")
-    cached = tmp_path / "cache" / "weights" / "imagenet" / "r18.pth"
-    assert cached.is_file()
-    assert [p.name for p in cached.parent.iterdir()] == ["r18.pth"]  # no temp files left behind
-    # second resolve works without S3 (outside the mock): served from the cache
-    assert resolve_weights_path("s3://weights/imagenet/r18.pth", cache_dir=tmp_path / "cache") == cached
+    s3.client.upload_file(str(tmp_path / "src.pth"), s3.bucket, "imagenet/r18.pth")
+    uri = f"s3://{s3.bucket}/imagenet/r18.pth"
+    model = tiny()
+    load_backbone_weights(model, uri, cache_dir=tmp_path / "cache")
     torch.testing.assert_close(model.backbone.conv1.weight, ref.conv1.weight, rtol=0, atol=0)
+    with pytest.raises(FileNotFoundError, match=f"s3://{s3.bucket}/missing.pth"):
+        load_backbone_weights(model, f"s3://{s3.bucket}/missing.pth", cache_dir=tmp_path / "cache")
+    cached = tmp_path / "cache" / s3.bucket / "imagenet" / "r18.pth"
+    assert cached.is_file()
+    visible = [p.name for p in cached.parent.iterdir() if not p.name.startswith(".")]
+    assert visible == ["r18.pth"]  # no temp files left behind
+    mtime = cached.stat().st_mtime_ns
+    assert resolve_weights_path(uri, cache_dir=tmp_path / "cache") == cached
+    assert cached.stat().st_mtime_ns == mtime  # served from the cache, not downloaded again
     with pytest.raises(ValueError, match="s3://bucket/key"):
         resolve_weights_path("s3://only-bucket", cache_dir=tmp_path / "cache")
 
