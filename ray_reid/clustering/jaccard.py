@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 # Scratch budget (float64 cells) of one block of the sum-of-minima accumulation.
 _BLOCK_CELLS = 1 << 22
 # Pairs generated per block: small enough that the pair arrays stay in cache.
-_BLOCK_PAIRS = 1 << 18
+_BLOCK_PAIRS = 1 << 14
 # Pairs whose feature rows are gathered at once when computing support distances.
-_PAIR_CHUNK = 1 << 15
+_PAIR_CHUNK = 1 << 10
 
 
 def _check_int(name: str, value, low: int, high: int | None = None) -> int:
