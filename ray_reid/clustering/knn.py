@@ -101,25 +101,24 @@ def _cpu_self_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact self k-NN from the upper triangle of the squared-distance matrix, in row blocks."""
     n = x.shape[0]
     sq_norm = np.einsum("ij,ij->i", x, x)
+    minus_two_x = -2.0 * x  # folds the -2 into the product: one pass fewer per block
     best_d = np.full((n, k), np.inf, dtype=np.float32)
     best_i = np.full((n, k), -1, dtype=np.int64)
     for a in range(0, n, _BLOCK_ROWS):
         b = min(a + _BLOCK_ROWS, n)
-        dist = x[a:b] @ x[a:].T  # columns a..n-1: the upper triangle of rows a..b-1
-        dist *= -2.0
+        dist = x[a:b] @ minus_two_x[a:].T  # columns a..n-1: the upper triangle of rows a..b-1
         dist += sq_norm[a:b, None]
         dist += sq_norm[None, a:]
-        np.maximum(dist, 0.0, out=dist)
         keep = _smallest_k(dist, k, axis=1)
         _merge_best(
             best_d[a:b], best_i[a:b], np.take_along_axis(dist, keep, axis=1), keep + a, k
         )
         if b < n:  # the block seen from the later rows: their candidates among rows a..b-1
-            right = dist[:, b - a :]
-            keep = _smallest_k(right, k, axis=0)
-            _merge_best(
-                best_d[b:], best_i[b:], np.take_along_axis(right, keep, axis=0).T, (keep + a).T, k
-            )
+            right = np.ascontiguousarray(dist[:, b - a :].T)  # selection along contiguous rows
+            keep = _smallest_k(right, k, axis=1)
+            _merge_best(best_d[b:], best_i[b:], np.take_along_axis(right, keep, axis=1), keep + a, k)
+    # Rounding can take a squared distance (a self-distance, say) just below 0.
+    np.maximum(best_d, 0.0, out=best_d)
     order = np.argsort(best_d, axis=1, kind="stable")
     return np.take_along_axis(best_d, order, axis=1), np.take_along_axis(best_i, order, axis=1)
 
