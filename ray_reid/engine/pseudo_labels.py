@@ -69,8 +69,6 @@ def _relabel_compact(labels: np.ndarray) -> np.ndarray:
 
 def _dbscan_fused(features: Mapping[str, np.ndarray], views: tuple[str, ...], cfg: ClusterConfig) -> np.ndarray:
     """DBSCAN on the weighted sum of per-view Jaccard distances (absent sparse entries mean distance 1)."""
-    from sklearn.cluster import DBSCAN
-
     weights = np.asarray(view_weights(views, cfg), dtype=np.float64)
     weights = weights / weights.sum()
     similarity = None
@@ -80,9 +78,9 @@ def _dbscan_fused(features: Mapping[str, np.ndarray], views: tuple[str, ...], cf
         sim.data = w * (1.0 - sim.data)
         similarity = sim if similarity is None else similarity + sim
     fused = similarity.tocsr()
+    # every view stores its diagonal (distance 0, similarity w), so the fused diagonal stays stored
     fused.data = 1.0 - fused.data
-    fused.setdiag(0.0)  # explicit zeros: every point is its own neighbour for DBSCAN
-    return DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, metric="precomputed").fit_predict(fused)
+    return clustering.dbscan_on_sparse_distance(fused, eps=cfg.eps, min_samples=cfg.min_samples)
 
 
 def assign_pseudo_labels(

@@ -1,0 +1,71 @@
+"""The cluster stage: clusterer choice, multi-view fusion, compact labels, centroids, bad embeddings."""
+
+import numpy as np
+import pytest
+
+from ray_reid.clustering import HierarchicalSSE, JaccardDBSCAN, fuse_views
+from ray_reid.config import ClusterConfig
+from ray_reid.engine.pseudo_labels import assign_pseudo_labels, target_clusters
+
+
+def views(seed=0, n_per=8, centres=5, dim=24):
+    rng = np.random.default_rng(seed)
+    out = {}
+    for view in ("global", "up", "down"):
+        c = rng.standard_normal((centres, dim)) * 3
+        x = np.repeat(c, n_per, axis=0) + rng.standard_normal((centres * n_per, dim))
+        out[view] = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    return out
+
+
+def same_partition(a, b):
+    from sklearn.metrics import adjusted_rand_score
+
+    return adjusted_rand_score(a, b) == 1.0
+
+
+def test_hc_sse_on_several_views_clusters_their_exact_fusion():
+    feats = views()
+    cfg = ClusterConfig(method="hc_sse", lam=0.5, merge_percent=0.5)
+    result = assign_pseudo_labels(feats, cfg, epoch=0)
+    target = target_clusters(40, 0, cfg)
+    fused = fuse_views([feats["global"], feats["up"], feats["down"]], cfg.view_weights)
+    expected = HierarchicalSSE(target, lam=0.5, linkage=cfg.linkage, normalize=False).fit_predict(fused)
+    assert result.n_clusters == target == 20
+    assert same_partition(result.labels, expected)
+    assert set(result.centroids) == {"global", "up", "down"}
+    assert result.centroids["up"].shape == (20, 24)
+
+
+def test_dbscan_single_view_matches_jaccard_dbscan_and_identical_views_fuse_to_the_same():
+    feats = views()
+    cfg = ClusterConfig(method="dbscan_jaccard", k1=6, k2=3, min_samples=3)
+    single = assign_pseudo_labels({"global": feats["global"]}, cfg, epoch=0)
+    direct = JaccardDBSCAN(eps=cfg.eps, min_samples=3, k1=6, k2=3).fit_predict(feats["global"])
+    assert same_partition(single.labels, direct)
+    same = {v: feats["global"] for v in ("global", "up", "down")}
+    fused = assign_pseudo_labels(same, cfg, epoch=0)
+    np.testing.assert_array_equal(fused.labels, single.labels)
+
+
+def test_labels_are_renumbered_compactly_and_outliers_stay_minus_one():
+    from ray_reid.engine.pseudo_labels import _relabel_compact
+
+    out = _relabel_compact(np.array([5, -1, 5, 2, -1, 7, 2]))
+    np.testing.assert_array_equal(out, [0, -1, 0, 1, -1, 2, 1])
+
+
+def test_centroids_are_normalised_cluster_means():
+    feats = {"global": views()["global"]}
+    result = assign_pseudo_labels(feats, ClusterConfig(method="hc_sse", merge_percent=0.5), epoch=0)
+    for c in range(result.n_clusters):
+        mean = feats["global"][result.labels == c].mean(axis=0)
+        np.testing.assert_allclose(result.centroids["global"][c], mean / np.linalg.norm(mean), atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_embeddings_are_refused(bad):
+    feats = views()
+    feats["up"][5, 0] = bad
+    with pytest.raises(ValueError, match=r"view 'up' hold NaN or inf in 1 of 40 rows"):
+        assign_pseudo_labels(feats, ClusterConfig(), epoch=0)
