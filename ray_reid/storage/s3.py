@@ -132,6 +132,7 @@ def upload_file(path: str | os.PathLike, uri: str, *, endpoint_url: str | None =
     becomes visible on completion and is aborted on failure, so the previous object at the
     key stays readable until the new one is complete.
     """
+    from boto3.exceptions import S3UploadFailedError
     from botocore.exceptions import ClientError
 
     path = Path(path)
@@ -141,7 +142,7 @@ def upload_file(path: str | os.PathLike, uri: str, *, endpoint_url: str | None =
     client = client or s3_client(endpoint_url)
     try:
         client.upload_file(str(path), bucket, key, Config=transfer_config())
-    except ClientError as exc:
+    except (ClientError, S3UploadFailedError) as exc:  # boto3 wraps a refused PUT in S3UploadFailedError
         raise OSError(f"upload of {path} to s3://{bucket}/{key} failed: {exc}") from exc
     log.debug("uploaded %s to s3://%s/%s", path, bucket, key)
     return f"s3://{bucket}/{key}"
