@@ -144,6 +144,9 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
             upload_dir(staging, run_path + "/")
     else:
         summary = write_run_outputs(run_path, history, cfg, wall)
+    if summary.get("skipped_images"):
+        log.warning("%d undecodable images were skipped (data.on_bad_image=skip); see the warnings above",
+                    summary["skipped_images"])
     log.info("finished: mAP %.1f%% rank-1 %.1f%% (%d clusters, ARI %s) in %.0fs; results in %s",
              100 * (summary["mAP"] or 0), 100 * (summary["rank1"] or 0), summary["n_clusters"] or 0,
              summary["ari"], summary["wall_seconds"], run_path)

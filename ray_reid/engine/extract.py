@@ -27,8 +27,12 @@ def extract_features(
     progress: bool = False,
     desc: str = "extract",
     bad_image_policy: str = "raise",
+    skipped: list[str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Return ``{view: float32 [len(records), D]}`` in the order of ``records``.
+
+    With ``bad_image_policy="skip"`` an undecodable image gets its neighbour's features; its path is
+    appended to ``skipped`` (when given) so the caller can report how many were left out.
 
     The model is put in eval mode for the pass (BN running statistics, no dropout) and put back
     in its previous mode afterwards, so an epoch can extract and then keep training.
@@ -50,6 +54,8 @@ def extract_features(
                 chunks.setdefault(view, []).append(feats.float().cpu().numpy())
     finally:
         model.train(was_training)
+        if skipped is not None:
+            skipped.extend(dataset.bad_paths)
     if not chunks:
         return {}
     return {view: np.concatenate(parts, axis=0) for view, parts in chunks.items()}

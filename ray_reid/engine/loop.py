@@ -57,12 +57,13 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def evaluate_model(model: torch.nn.Module, dataset: ReidDataset, cfg: TrainConfig, ctx: WorkerContext,
-                   transform) -> dict[str, float] | None:
+                   transform, skipped: list[str] | None = None) -> dict[str, float] | None:
     """Sharded extraction of query+gallery (global view), gathered; metrics on rank 0, None elsewhere."""
     records = list(dataset.query) + list(dataset.gallery)
     shard = shard_indices(len(records), ctx.rank, ctx.world_size)
     feats = extract_features(unwrap(model), [records[i] for i in shard], transform, device=ctx.device,
-                             loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image)
+                             loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image,
+                             skipped=skipped)
     gathered = ctx.all_gather(feats["global"] if feats else np.zeros((0, 1), np.float32))
     if ctx.rank != 0:
         return None
@@ -117,6 +118,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
     model = ctx.prepare_model(model)
     shard = shard_indices(n_train, ctx.rank, world)
     train_set = RecordImageDataset(train, tf_train, bad_image_policy=cfg.data.on_bad_image)
+    skipped: list[str] = []  # undecodable files this rank met while extracting (on_bad_image="skip")
 
     def say(msg: str) -> None:
         if ctx.rank == 0:
@@ -130,7 +132,8 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         # A student's first epoch takes its labels and (frozen) memories from the teacher.
         from_teacher = teacher is not None and epoch == 0
         feats = extract_features(teacher if from_teacher else unwrap(model), [train[i] for i in shard], tf_test, device=ctx.device,
-                                 loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image)
+                                 loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image,
+                                 skipped=skipped)
         t1 = time.perf_counter()
         pseudo = ctx.assign_labels(epoch, n_train, shard, feats)
         t2 = time.perf_counter()
@@ -169,10 +172,13 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         last = epoch == cfg.optim.epochs - 1
         if (epoch + 1) % cfg.run.eval_every == 0 or last:
             t4 = time.perf_counter()
-            evaluated = evaluate_model(model, dataset, cfg, ctx, tf_test)
+            evaluated = evaluate_model(model, dataset, cfg, ctx, tf_test, skipped)
             if evaluated is not None:
                 metrics.update(evaluated)
                 metrics["eval_seconds"] = time.perf_counter() - t4
+        if cfg.data.on_bad_image == "skip":  # same on every rank, so the collective is called by all
+            bad = set(skipped) | set(train_set.bad_paths)
+            metrics["skipped_images"] = len(set().union(*ctx.all_gather(sorted(bad))))
         say(
             f"epoch {epoch}: loss {metrics.get('loss', float('nan')):.3f}, {pseudo.n_clusters} clusters"
             + (f" (ARI {metrics['ari']:.3f})" if "ari" in metrics else "")
@@ -188,7 +194,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
                     "scheduler": scheduler.state_dict(),
                     "epoch": epoch,
                     "torch_rng": torch.get_rng_state(),
-                    "labels": torch.from_numpy(pseudo.labels),
+                    "labels": torch.tensor(pseudo.labels),
                     "memories": {v: m.features.detach().cpu() for v, m in memories.items()},
                 }
                 meta = {"model": asdict(mcfg), "config": cfg.to_dict(), "epoch": epoch, "n_train": n_train}

@@ -42,6 +42,8 @@ def summarize(history: list[dict[str, Any]], cfg: TrainConfig, wall_seconds: flo
         best = max(evaluated, key=lambda r: r["mAP"])
         summary["best_mAP"] = best["mAP"]
         summary["best_epoch"] = int(best["epoch"])
+    if "skipped_images" in last:  # on_bad_image="skip": how many undecodable files were left out
+        summary["skipped_images"] = int(last["skipped_images"])
     summary["wall_seconds"] = wall_seconds
     summary.update(extra)
     return summary
