@@ -56,6 +56,21 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
+def require_shared_identities(dataset: ReidDataset) -> None:
+    """Refuse before training a dataset whose query and gallery share no identity.
+
+    Every query would lack a true match, so mAP and CMC are undefined; better to say so up front
+    than after hours of training (a mixed-up or partially copied test split is the usual cause).
+    """
+    query_ids, gallery_ids = {r.pid for r in dataset.query}, {r.pid for r in dataset.gallery}
+    if not query_ids & gallery_ids:
+        raise ValueError(
+            f"dataset {dataset.name!r} at {dataset.root}: query ({len(query_ids)} ids) and gallery "
+            f"({len(gallery_ids)} ids) share no identity, so no query can be matched; check the query and "
+            "gallery folders come from the same release"
+        )
+
+
 def evaluate_model(model: torch.nn.Module, dataset: ReidDataset, cfg: TrainConfig, ctx: WorkerContext,
                    transform, skipped: list[str] | None = None) -> dict[str, float] | None:
     """Sharded extraction of query+gallery (global view), gathered; metrics on rank 0, None elsewhere."""
@@ -94,6 +109,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
     seed_everything(cfg.run.seed + ctx.rank)
     if dataset is None:
         dataset = load_configured_dataset(cfg.data.dataset, cfg.data.root)
+    require_shared_identities(dataset)
     train = list(dataset.train)
     n_train = len(train)
     true_ids = np.array([r.pid for r in train])
