@@ -45,11 +45,20 @@ class DataConfig:
     root: str | None = None  # None with 'synthetic' = the embedded set, generated into the cache
     height: int = 64
     width: int = 32
+    pad: int = 10
+    erasing_p: float = 0.5
+    color_jitter: float = 0.0
+    grayscale_p: float = 0.0
+    blur_p: float = 0.0
     loader_workers: int = 0
     on_bad_image: str = "raise"
 
     def __post_init__(self) -> None:
         _positive(self, "data", "height", "width")
+        _check(self.pad >= 0, "data.pad", self.pad, "an integer >= 0")
+        for name in ("erasing_p", "color_jitter", "grayscale_p", "blur_p"):
+            value = getattr(self, name)
+            _check(0 <= value <= 1, f"data.{name}", value, "a number in [0, 1]")
         _check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, "an integer >= 0")
         _check(self.on_bad_image in BAD_IMAGE_POLICIES, "data.on_bad_image", self.on_bad_image,
                f"one of {BAD_IMAGE_POLICIES}")

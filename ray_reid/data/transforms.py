@@ -23,6 +23,12 @@ class TransformConfig:
     flip_p: float = 0.5
     pad: int = 10
     erasing_p: float = 0.5
+    # Photometric augmentation, off by default (the published recipes start from ImageNet
+    # weights). From random init it is what teaches invariance to the per-camera gain, colour
+    # cast, contrast and blur that otherwise make clusters follow cameras instead of people.
+    color_jitter: float = 0.0
+    grayscale_p: float = 0.0
+    blur_p: float = 0.0
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
@@ -35,7 +41,9 @@ class TransformConfig:
                 raise ValueError(f"TransformConfig.{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.pad, int) or self.pad < 0:
             raise ValueError(f"TransformConfig.pad must be an integer >= 0, got {self.pad!r}")
-        for name in ("flip_p", "erasing_p"):
+        if not 0.0 <= self.color_jitter <= 1.0:
+            raise ValueError(f"TransformConfig.color_jitter must be in [0, 1], got {self.color_jitter!r}")
+        for name in ("flip_p", "erasing_p", "grayscale_p", "blur_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"TransformConfig.{name} must be a probability in [0, 1], got {value!r}")
@@ -60,6 +68,14 @@ def train_transform(cfg: TransformConfig = TransformConfig()) -> v2.Compose:
         steps.append(v2.RandomHorizontalFlip(p=cfg.flip_p))
     if cfg.pad > 0:
         steps += [v2.Pad(cfg.pad), v2.RandomCrop(cfg.size)]
+    if cfg.color_jitter > 0:
+        s = cfg.color_jitter
+        steps.append(v2.RandomApply([v2.ColorJitter(brightness=s, contrast=s, saturation=s, hue=min(0.5, s / 4))],
+                                    p=0.8))
+    if cfg.grayscale_p > 0:
+        steps.append(v2.RandomGrayscale(p=cfg.grayscale_p))
+    if cfg.blur_p > 0:
+        steps.append(v2.RandomApply([v2.GaussianBlur(kernel_size=3, sigma=(0.1, 1.5))], p=cfg.blur_p))
     steps += _to_normalized_tensor(cfg)
     if cfg.erasing_p > 0:
         steps.append(v2.RandomErasing(p=cfg.erasing_p, value=0))

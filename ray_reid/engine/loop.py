@@ -41,6 +41,12 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
                        gem_p=cfg.model.gem_p)
 
 
+def transform_config(cfg: TrainConfig) -> TransformConfig:
+    d = cfg.data
+    return TransformConfig(height=d.height, width=d.width, pad=d.pad, erasing_p=d.erasing_p,
+                           color_jitter=d.color_jitter, grayscale_p=d.grayscale_p, blur_p=d.blur_p)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
@@ -118,7 +124,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
     p_local = cfg.optim.p // world
     batch_local = p_local * cfg.optim.k
 
-    tcfg = TransformConfig(height=cfg.data.height, width=cfg.data.width)
+    tcfg = transform_config(cfg)
     tf_train, tf_test = train_transform(tcfg), test_transform(tcfg)
     mcfg = model_config(cfg)
     model = build_model(mcfg).to(ctx.device)
