@@ -52,3 +52,19 @@ def test_erasing_fills_with_mean():
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         TransformConfig(**kw)
+
+
+def test_photometric_augmentation_is_opt_in_and_validated():
+    from torchvision.transforms import v2
+
+    plain = train_transform(TransformConfig(height=32, width=16))
+    assert not any(isinstance(t, (v2.RandomApply, v2.RandomGrayscale)) for t in plain.transforms)
+    strong = train_transform(TransformConfig(height=32, width=16, color_jitter=0.4, grayscale_p=0.2, blur_p=0.5))
+    kinds = [type(t) for t in strong.transforms]
+    assert kinds.count(v2.RandomApply) == 2 and v2.RandomGrayscale in kinds
+    out = strong(Image.fromarray(np.full((40, 20, 3), 128, np.uint8)))
+    assert out.shape == (3, 32, 16) and out.dtype == torch.float32
+    with pytest.raises(ValueError, match="color_jitter"):
+        TransformConfig(color_jitter=1.5)
+    with pytest.raises(ValueError, match="blur_p"):
+        TransformConfig(blur_p=-0.1)
