@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 from ray_reid.config import TrainConfig, load_config  # noqa: E402
 from ray_reid.distributed.tune import (  # noqa: E402
     SCHEDULERS, SEARCHERS, SearchDim, SweepConfig, SweepOutcome, format_table, load_search_space, parse_param_flag,
-    parse_search_space,
+    parse_search_space, to_param_space,
 )
 
 JOBS = Path(__file__).resolve().parent
@@ -111,6 +111,7 @@ def parse(argv: list[str] | None = None) -> tuple[TrainConfig, dict[str, SearchD
                             scheduler=args.scheduler, grace_period=args.grace_period,
                             reduction_factor=args.reduction_factor, clusterer_cpus=args.clusterer_cpus,
                             clusterer_gpus=args.clusterer_gpus, resume_errored=args.resume_errored, seed=args.seed)
+        to_param_space(space, sweep.search)  # fail on a space the searcher cannot use before Ray starts
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     return cfg, space, sweep, args

@@ -500,6 +500,9 @@ def run_sweep(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Swee
     """Run or resume the sweep, then write the trial table, the best config and the pictures."""
     import ray
 
+    if base_cfg.run.num_workers < 1:
+        raise ValueError("run.num_workers=0 trains in-process without Ray; every trial is a Ray Train run: "
+                         "use --workers 1 or more")
     if ray.is_initialized():
         cluster = ray.cluster_resources()
         fits = trials_that_fit(cluster, base_cfg, sweep)
