@@ -30,6 +30,10 @@ FALLBACK_REGION = "us-east-1"
 # CompleteMultipartUpload (and s3transfer aborts the upload on any failure).
 MULTIPART_THRESHOLD = 64 * 1024 * 1024
 MULTIPART_CHUNKSIZE = 16 * 1024 * 1024
+#: Seconds for pyarrow's S3 client (Ray Train checkpoints, Parquet): to connect, and for a
+#: request to make progress.
+PYARROW_CONNECT_TIMEOUT = 10.0
+PYARROW_REQUEST_TIMEOUT = 60.0
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -219,4 +223,8 @@ def pyarrow_filesystem(uri_or_path: str | os.PathLike, endpoint_url: str | None 
     else:
         kwargs["region"] = region or fs.resolve_s3_region(bucket)
     path = f"{bucket}/{key.strip('/')}" if key.strip("/") else bucket
+    # The AWS C++ SDK's defaults (3 s per request, 3 attempts) fail checkpoint restores on a
+    # busy node or a slow self-hosted store; match the boto3 side's patience instead.
+    kwargs.update(connect_timeout=PYARROW_CONNECT_TIMEOUT, request_timeout=PYARROW_REQUEST_TIMEOUT,
+                  retry_strategy=fs.AwsStandardS3RetryStrategy(max_attempts=10))
     return fs.S3FileSystem(**kwargs), path
