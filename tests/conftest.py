@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import types
 from pathlib import Path
 
@@ -19,8 +20,12 @@ def ray_session():
     """A private local Ray for the whole session (startup costs ~7 s on 2 cores: pay it once)."""
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from s3_server import DUMMY_ENV
+
+    # Workers and actors see the environment of ray.init time only: the loopback S3 tests need
+    # the dummy credentials there (the endpoint travels in the config, run.s3_endpoint).
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=True,
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", **DUMMY_ENV}})
     yield ray
     ray.shutdown()
 
@@ -42,6 +47,9 @@ def s3_server():
     from s3_server import S3Server
 
     with S3Server() as server:
+        # moto logs every request to the stderr pipe S3Server keeps for its startup error; unread,
+        # the pipe fills after a few hundred requests (a training run) and the server blocks.
+        threading.Thread(target=server.process.stderr.read, daemon=True, name="moto-stderr-drain").start()
         yield server
 
 
