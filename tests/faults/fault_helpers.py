@@ -41,22 +41,56 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, interval:
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def _stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, state letter) of a process from /proc, None when it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    return int(fields[1]), fields[0]
+
+
+def process_title(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return ""
+
+
+def is_running(pid: int) -> bool:
+    """Alive and not a zombie waiting to be reaped."""
+    stat = _stat(pid)
+    return stat is not None and stat[1] not in ("Z", "X")
+
+
+def children(pid: int, recursive: bool = False) -> set[int]:
+    """Pids whose parent is ``pid`` (and their descendants when ``recursive``), read from /proc."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _stat(int(entry.name))
+            if stat is not None:
+                parents.setdefault(stat[0], []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                if recursive:
+                    todo.append(child)
+    return found
+
+
 def ray_actor_pids(class_name: str) -> set[int]:
     """Pids of live ``class_name`` actors of *this* driver's Ray (children of its raylet).
 
     The state API needs a dashboard and refuses to choose when other engineers' Ray instances run
     on the same host, so the processes are found from the raylet's children and their titles.
     """
-    import psutil
     import ray
 
     raylet = ray._private.worker._global_node.all_processes["raylet"][0].process.pid
-    pids = set()
-    for child in psutil.Process(raylet).children():
-        try:
-            title = child.cmdline()
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if title and title[0].split(".")[0] == f"ray::{class_name}" and child.status() != psutil.STATUS_ZOMBIE:
-            pids.add(child.pid)
-    return pids
+    return {pid for pid in children(raylet)
+            if process_title(pid).split(" ")[0].split(".")[0] == f"ray::{class_name}" and is_running(pid)}
