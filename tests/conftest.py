@@ -15,6 +15,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/s3_server.py
 S3_BUCKET = "reid-data"
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A private local Ray for the whole session (startup costs ~7 s on 2 cores: pay it once)."""
@@ -24,7 +32,9 @@ def ray_session():
 
     # Workers and actors see the environment of ray.init time only: the loopback S3 tests need
     # the dummy credentials there (the endpoint travels in the config, run.s3_endpoint).
-    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=True,
+    # The dashboard (loopback only) is what lets Ray Train free a stopped trial's placement group.
+    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
+             dashboard_port=_free_port(), log_to_driver=True,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", **DUMMY_ENV}})
     yield ray
     ray.shutdown()

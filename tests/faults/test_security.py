@@ -143,7 +143,7 @@ def test_local_ray_binds_the_dashboard_to_loopback_and_a_cluster_address_is_join
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert "loopback" in session.connect()
     local = calls[-1]
-    assert local["address"] == "local" and local.get("include_dashboard") is False
+    assert local["address"] == "local" and local.get("include_dashboard") is True
     assert local["dashboard_host"] == "127.0.0.1"
     monkeypatch.setenv("RAY_ADDRESS", "ray://head:10001")
     session.connect()
