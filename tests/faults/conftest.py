@@ -19,23 +19,3 @@ def make_cfg(tiny_synthetic_root, tmp_path) -> Callable[..., TrainConfig]:
         return config_from_dict({}, tiny_overrides(root or tiny_synthetic_root, tmp_path / "runs", name, **extra))
 
     return make
-
-
-@pytest.fixture(scope="session")
-def s3_server():
-    """The shared loopback S3 server, with its stderr drained.
-
-    ``tests/s3_server.py`` pipes moto's stderr and never reads it; moto logs every request there, so
-    after ~64 KiB of log (a few hundred requests) the server blocks on the full pipe and every client
-    hangs. These tests send thousands of requests, so a thread keeps the pipe empty.
-    """
-    import threading
-
-    pytest.importorskip("moto.server")
-    from s3_server import S3Server
-
-    with S3Server() as server:
-        drain = threading.Thread(target=lambda: server.process.stderr.read(), daemon=True,
-                                 name="moto-stderr-drain")
-        drain.start()
-        yield server
