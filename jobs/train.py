@@ -16,7 +16,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
-from ray_reid.config import TrainConfig, load_config  # noqa: E402
+from ray_reid.config import TrainConfig, absolute_paths, config_from_dict, load_config  # noqa: E402
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "synthetic.yaml"
 
@@ -107,6 +107,7 @@ def run_training(cfg: TrainConfig) -> dict[str, Any]:
 
     log = logging.getLogger("train")
     start = time.perf_counter()
+    cfg = config_from_dict(absolute_paths(cfg.to_dict()))  # workers run in other working directories
     if cfg.run.s3_endpoint:
         from ray_reid.storage import use_endpoint
 

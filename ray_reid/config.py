@@ -290,6 +290,23 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
     return config_from_dict(raw, overrides)
 
 
+LOCAL_PATH_KEYS = (("data", "root"), ("model", "pretrained"), ("run", "teacher"), ("run", "storage_path"))
+
+
+def absolute_paths(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Make a config dict's local paths absolute (URIs pass through).
+
+    Ray workers and Tune trials run in their own working directories, so a relative
+    ``runs/teacher`` given on the driver would point nowhere there.
+    """
+    out = {section: dict(values) for section, values in raw.items()}
+    for section, key in LOCAL_PATH_KEYS:
+        value = out.get(section, {}).get(key)
+        if isinstance(value, str) and value and "://" not in value:
+            out[section][key] = str(Path(value).expanduser().resolve())
+    return out
+
+
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
     """Write ``cfg`` as YAML that ``load_config`` reads back to an equal config (atomic)."""
     path = Path(path)

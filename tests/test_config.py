@@ -53,3 +53,14 @@ def test_config_is_frozen():
     cfg = TrainConfig()
     with pytest.raises(Exception):
         cfg.optim.lr = 1.0  # type: ignore[misc]
+
+
+def test_absolute_paths_resolves_local_paths_and_keeps_uris(tmp_path, monkeypatch):
+    from ray_reid.config import absolute_paths
+
+    monkeypatch.chdir(tmp_path)
+    cfg = config_from_dict({}, {"data.dataset": "market1501", "data.root": "data/m", "run.teacher": "runs/t",
+                                "model.pretrained": "s3://b/w.pth", "run.storage_path": "runs"})
+    out = config_from_dict(absolute_paths(cfg.to_dict()))
+    assert out.data.root == str(tmp_path / "data" / "m") and out.run.teacher == str(tmp_path / "runs" / "t")
+    assert out.run.storage_path == str(tmp_path / "runs") and out.model.pretrained == "s3://b/w.pth"

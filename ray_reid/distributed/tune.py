@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
-from ray_reid.config import SECTIONS, TrainConfig, config_from_dict, save_config
+from ray_reid.config import SECTIONS, TrainConfig, absolute_paths, config_from_dict, save_config
 
 log = logging.getLogger(__name__)
 
@@ -230,16 +230,6 @@ def _is_uri(path: str) -> bool:
 def resolve_storage(path: str) -> str:
     """Ray wants an absolute local path (or a URI, passed through)."""
     return path if _is_uri(path) else str(Path(path).expanduser().resolve())
-
-
-def absolute_paths(base: Mapping[str, Any]) -> dict[str, Any]:
-    """Tune runs each trial in its own working directory: make the base config's local paths absolute first."""
-    out = {section: dict(values) for section, values in base.items()}
-    for section, key in (("data", "root"), ("model", "pretrained"), ("run", "teacher"), ("run", "storage_path")):
-        value = out.get(section, {}).get(key)
-        if isinstance(value, str) and value and not _is_uri(value):
-            out[section][key] = str(Path(value).expanduser().resolve())
-    return out
 
 
 def per_trial_resources(cfg: TrainConfig, sweep: SweepConfig) -> dict[str, float]:
