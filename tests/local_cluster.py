@@ -48,6 +48,17 @@ STARTED = "Ray runtime started"
 RAY_BIN = str(Path(sys.executable).with_name("ray"))
 
 
+TRACEBACK = "Traceback (most recent call last)"
+
+
+class NodeStartFailed(RuntimeError):
+    """`ray start` of one node failed (rather than being slow); ``process`` is that node's."""
+
+    def __init__(self, message: str, process: subprocess.Popen) -> None:
+        super().__init__(message)
+        self.process = process
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -115,7 +126,7 @@ class LocalCluster:
         """Start one node, retrying when `ray start` gives up on its own.
 
         `ray start` waits a fixed 30 s for the raylet to register with the GCS; on a loaded
-        2-core machine that can run out, so a node that exits during startup is started again
+        2-core machine that can run out, so a node whose `ray start` fails is started again
         (each attempt in a temp dir of its own) before the test is failed.
         """
         for attempt in range(1, self.node_attempts + 1):
@@ -123,9 +134,11 @@ class LocalCluster:
             try:
                 self._wait(ready, what)
                 return
-            except RuntimeError:
-                if attempt == self.node_attempts or process.poll() is None:
+            except NodeStartFailed as failed:
+                if attempt == self.node_attempts or failed.process is not process:
                     raise
+                log.warning("%s; starting it again (attempt %d of %d)", str(failed).splitlines()[0], attempt + 1,
+                            self.node_attempts)
                 self._end(process)
                 self.processes.remove(process)
                 self.logs.pop()
@@ -158,8 +171,13 @@ class LocalCluster:
         while time.monotonic() < deadline:
             for process, log_path in zip(self.processes, self.logs):
                 if process.poll() is not None:
-                    raise RuntimeError(f"`ray start` exited with code {process.returncode} while waiting for {what}; "
-                                       f"its log {log_path}:\n{self.tail(log_path)}")
+                    raise NodeStartFailed(f"`ray start` exited with code {process.returncode} while waiting for "
+                                          f"{what}; its log {log_path}:\n{self.tail(log_path)}", process)
+            # A `ray start` that gave up can hang on exit with its children still up: its traceback
+            # in the log is the sign.
+            if TRACEBACK in self.tail(self.logs[-1], chars=None):
+                raise NodeStartFailed(f"`ray start` failed while waiting for {what}; its log {self.logs[-1]}:\n"
+                                      f"{self.tail(self.logs[-1])}", self.processes[-1])
             # The node's own `ray start` must say it is up: a node of a failed attempt may still
             # be listed as alive until the GCS notices it died.
             if STARTED in self.tail(self.logs[-1], chars=None):
@@ -183,6 +201,15 @@ class LocalCluster:
             return json.loads(result.stdout)
         except json.JSONDecodeError:
             return None
+
+    def actors(self, class_name: str) -> list[dict[str, Any]]:
+        """Actors of one class the state API knows of, dead ones included (a finished job's)."""
+        result = subprocess.run([RAY_BIN, "list", "actors", f"--address={self.dashboard_url}", "--format=json",
+                                 "--filter", f"class_name={class_name}", "--limit=1000"], env=self.env,
+                                capture_output=True, text=True, check=False, timeout=60)
+        if result.returncode != 0:
+            raise RuntimeError(f"`ray list actors` failed with code {result.returncode}: {result.stderr[-2000:]}")
+        return json.loads(result.stdout)
 
     def stop(self) -> None:
         """End every process this cluster started: politely, then its process group, then stragglers."""

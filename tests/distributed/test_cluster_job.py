@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 def cluster():
     if not Path(RAY_BIN).is_file():
         pytest.skip(f"no `ray` CLI next to {sys.executable}")
-    with LocalCluster(head_cpus=3, worker_cpus=1,
+    with LocalCluster(head_cpus=3, worker_cpus=1, startup_timeout=300,
                       worker_resources={"clusterer": 1}, env={"OMP_NUM_THREADS": "1"}) as running:
         yield running
 
@@ -90,9 +90,13 @@ def test_submitted_training_job_succeeds_with_actor_on_clusterer_node(cluster, t
     clusterer_ids = [n["node_id"] for n in cluster.alive_nodes() if n["resources_total"].get("clusterer")]
     assert [i[:8] for i in clusterer_ids] == [found.group(1)]
 
-    # ... and the Train workers ran elsewhere (on the head: the clusterer node's only CPU is the actor's).
-    head_ids = [n["node_id"][:8] for n in cluster.alive_nodes() if n["is_head_node"]]
-    assert found.group(1) not in head_ids
+    # The cluster's own records agree: the actor on the clusterer node, both DDP ranks on the head
+    # (the clusterer node's only CPU is the actor's).
+    head_ids = [n["node_id"] for n in cluster.alive_nodes() if n["is_head_node"]]
+    actors = cluster.actors("ClusteringActor")
+    assert [a["node_id"] for a in actors] == clusterer_ids, actors
+    workers = cluster.actors("RayTrainWorker")
+    assert len(workers) == 2 and {w["node_id"] for w in workers} == set(head_ids), workers
 
 
 def test_cli_submission_needs_the_cluster_token(cluster):
