@@ -204,6 +204,7 @@ def test_grid_sweep_writes_table_best_config_and_pictures(ray_session, tiny_base
     assert summary["epochs"] == 1 and 0.0 <= summary["mAP"] <= 1.0
 
 
+@pytest.mark.slow
 def test_asha_stops_poor_trials_early(ray_session, release_killed_trials, tiny_base, tmp_path):
     """Seeds 3, 4, 5 run one at a time (start order = trial id order): seed 4 learns a worse first epoch than
     seed 3 (mAP ~0.10 vs ~0.12 on the tiny set), so ASHA stops it at the rung after epoch 1. Every decision is
@@ -261,6 +262,7 @@ def _checkpoints(trial_dir):
     return sorted(p.name for p in (trial_dir / "train").glob("checkpoint_*") if (p / "state.pt").is_file())
 
 
+@pytest.mark.slow
 def test_restore_finishes_interrupted_sweep_without_rerunning(ray_session, release_killed_trials, tiny_base, tmp_path,
                                                               monkeypatch):
     from ray_reid.distributed.tune import run_sweep

@@ -9,6 +9,7 @@ restart of the worker group.
 
 from __future__ import annotations
 
+import pytest
 import os
 import signal
 import sys
@@ -52,6 +53,7 @@ def _markers(folder: Path, kind: str, epoch: int) -> dict[int, set[int]]:
     return found
 
 
+@pytest.mark.slow
 def test_actor_killed_during_and_between_clusterings_is_restarted_and_pending_calls_retried(
         ray_session, make_cfg, tmp_path):
     import ray

@@ -24,6 +24,7 @@ EPOCHS = 4
 POLL_MARGIN_S = 2.5
 
 
+@pytest.mark.slow
 def test_killed_worker_resumes_from_latest_checkpoint_and_matches_an_uninterrupted_run(
         ray_session, make_cfg, tmp_path):
     from ray_reid.distributed.trainer import fit
