@@ -1,21 +1,18 @@
 """Turn a data config into a dataset on local disk, generating the embedded synthetic set on first use.
 
-Several workers on one node may ask at once: a file lock makes exactly one of them generate,
-and the generator itself writes into a temp folder and renames, so no worker ever reads a
+Several workers on one node may ask at once: a file lock (the S3 cache's) makes exactly one
+of them generate, and the generator itself writes into a temp folder and renames, so no worker ever reads a
 half-written tree.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ray_reid.data.records import ReidDataset
 
@@ -25,17 +22,6 @@ log = logging.getLogger(__name__)
 def cache_dir() -> Path:
     """Root of ray-reid's local cache (``RAY_REID_CACHE`` or ``~/.cache/ray_reid``)."""
     return Path(os.environ.get("RAY_REID_CACHE", Path.home() / ".cache" / "ray_reid")).expanduser()
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def default_synthetic_root() -> Path:
@@ -52,6 +38,8 @@ def ensure_default_synthetic() -> Path:
     from ray_reid.data.synthetic import DEFAULT_CONFIG, generate_dataset
 
     root = default_synthetic_root()
+    from ray_reid.storage.cache import file_lock
+
     with file_lock(root.with_name(root.name + ".lock")):
         if not (root / "summary.json").is_file():
             log.info("generating the embedded synthetic dataset into %s", root)

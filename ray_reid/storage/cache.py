@@ -92,7 +92,8 @@ def safe_relative_path(rel: str, *, key: str, uri: str) -> PurePosixPath:
 
 
 @contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive lock between processes of one node (ranks fetching or generating the same tree)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -264,7 +265,7 @@ def fetch_prefix(uri: str, cache_root: str | os.PathLike, *, workers: int = 16, 
     rel_prefix = safe_relative_path(prefix, key=prefix, uri=uri) if prefix else PurePosixPath()
     cache_root = Path(cache_root).expanduser()
     dest = cache_root / bucket / rel_prefix
-    with _file_lock(dest.parent / f".{dest.name}{_LOCK_SUFFIX}"):
+    with file_lock(dest.parent / f".{dest.name}{_LOCK_SUFFIX}"):
         client = client or s3_client(endpoint_url, max_pool_connections=workers)
         objects = _list_objects(client, bucket, prefix, uri)
         digest = _listing_digest(objects)
@@ -357,7 +358,7 @@ def fetch_file(uri: str, cache_root: str | os.PathLike, *, endpoint_url: str | N
     rel = safe_relative_path(key, key=key, uri=uri)
     dest = Path(cache_root).expanduser() / bucket / rel
     sidecar = dest.parent / f".{dest.name}{_SIDECAR_SUFFIX}"
-    with _file_lock(dest.parent / f".{dest.name}{_LOCK_SUFFIX}"):
+    with file_lock(dest.parent / f".{dest.name}{_LOCK_SUFFIX}"):
         client = client or s3_client(endpoint_url)
         try:
             head = client.head_object(Bucket=bucket, Key=key)
