@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+
+from ray_reid.atomic import atomic_write
 
 CLUSTERERS = ("hc_sse", "dbscan_jaccard")
 LINKAGES = ("single", "average")
@@ -309,16 +310,10 @@ def absolute_paths(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
     """Write ``cfg`` as YAML that ``load_config`` reads back to an equal config (atomic)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = cfg.to_dict()
     data["cluster"]["view_weights"] = list(data["cluster"]["view_weights"])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
+    def _write(tmp: str) -> None:
+        with open(tmp, "w") as fh:
             yaml.safe_dump(data, fh, sort_keys=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+
+    return atomic_write(path, _write)

@@ -10,26 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ray_reid.atomic import atomic_write
+
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 HISTORY_FILE = "history.json"
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
@@ -40,7 +30,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
         with open(tmp, "w") as fh:
             json.dump(obj, fh, indent=2, sort_keys=False, default=float)
 
-    _atomic_write(path, _write)
+    atomic_write(path, _write)
     return path
 
 
@@ -49,7 +39,7 @@ def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any], meta: d
     """Write ``state`` (tensors/numbers), ``meta`` (config, architecture) and the metric history."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write(directory / STATE_FILE, lambda tmp: torch.save(state, tmp))
+    atomic_write(directory / STATE_FILE, lambda tmp: torch.save(state, tmp))
     write_json(directory / META_FILE, meta)
     write_json(directory / HISTORY_FILE, history)
     return directory

@@ -7,10 +7,10 @@ import io
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
+from ray_reid.atomic import atomic_write
 from ray_reid.config import TrainConfig, save_config
 from ray_reid.engine.checkpoint import write_json
 from ray_reid.eval.plots import plot_training_curves
@@ -49,13 +49,6 @@ def summarize(history: list[dict[str, Any]], cfg: TrainConfig, wall_seconds: flo
     return summary
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_run_outputs(run_dir: str | os.PathLike, history: list[dict[str, Any]], cfg: TrainConfig,
                       wall_seconds: float, **extra: Any) -> dict[str, Any]:
     """Write summary.json, metrics.csv, training_curves.png and config.yaml; return the summary."""
@@ -71,7 +64,7 @@ def write_run_outputs(run_dir: str | os.PathLike, history: list[dict[str, Any]],
     writer.writeheader()
     for row in history:
         writer.writerow({k: _clean(row.get(k)) for k in keys})
-    _atomic_text(run_dir / "metrics.csv", buf.getvalue())
+    atomic_write(run_dir / "metrics.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
     plot_training_curves(history, run_dir / "training_curves.png")
     save_config(cfg, run_dir / "config.yaml")
     log.info("run outputs written to %s", run_dir)
