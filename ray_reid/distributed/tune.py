@@ -23,7 +23,6 @@ import io
 import logging
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -31,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
+from ray_reid.atomic import atomic_write
 from ray_reid.config import SECTIONS, TrainConfig, absolute_paths, config_from_dict, save_config
 
 log = logging.getLogger(__name__)
@@ -376,15 +376,7 @@ class SweepOutcome:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _read_saved_base(experiment_path: str) -> dict[str, Any] | None:
@@ -641,15 +633,7 @@ def _save_png(fig, path: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def plot_lambda_mu(rows: Sequence[Mapping[str, Any]], base_cfg: TrainConfig, path: Path) -> Path:

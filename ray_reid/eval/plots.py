@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image, ImageOps
 
+from ray_reid.atomic import atomic_write
 from ray_reid.eval.rank import JUNK_PID, _as_numpy_2d
 
 log = logging.getLogger(__name__)
@@ -33,16 +33,8 @@ def _save(fig: Figure, out_png: str | os.PathLike) -> Path:
     out = Path(out_png)
     if out.suffix.lower() != ".png":
         raise ValueError(f"out_png must end in .png, got {str(out)!r}")
-    out.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100, bbox_inches="tight")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
     log.info("wrote %s", out)
     return out
 
