@@ -81,10 +81,15 @@ def _reciprocal_sets(indices: np.ndarray, k: int) -> sp.csr_matrix:
     return recip
 
 
-def _expanded_sets(indices: np.ndarray, k1: int) -> sp.csr_matrix:
-    """0/1 matrix of S(i): ``R(i, k1)`` plus the ``R(c, k1/2)`` of candidates that overlap enough."""
+def _expanded_sets(indices: np.ndarray, k1: int, half_columns: int | None = None) -> sp.csr_matrix:
+    """0/1 matrix of S(i): ``R(i, k1)`` plus the ``R(c, k1/2)`` of candidates that overlap enough.
+
+    ``k1`` and ``half_columns`` count columns of the neighbour list, self included; the
+    half sets default to the clusterer's slicing (:func:`_half_columns`). Test-time
+    re-ranking slices ``k1 + 1`` and ``round(k1/2) + 1`` columns instead.
+    """
     r_full = _reciprocal_sets(indices, k1)
-    r_half = _reciprocal_sets(indices, _half_columns(k1))
+    r_half = _reciprocal_sets(indices, _half_columns(k1) if half_columns is None else half_columns)
     half_size = np.diff(r_half.indptr).astype(np.float64)
     # overlap[i, c] = |R(c, k1/2) & R(i, k1)|, kept only for candidates c in R(i, k1).
     overlap = (r_full @ r_half.T).multiply(r_full).tocsr()
@@ -136,14 +141,24 @@ def _support_sq_distances(
 
 
 def _encode(
-    x: np.ndarray, knn_dist: np.ndarray, knn_idx: np.ndarray, expanded: sp.csr_matrix
+    x: np.ndarray,
+    knn_dist: np.ndarray,
+    knn_idx: np.ndarray,
+    expanded: sp.csr_matrix,
+    row_scale: np.ndarray | None = None,
 ) -> sp.csr_matrix:
-    """V: row-wise softmax of ``-d(i, j)`` over the support S(i) of ``expanded``."""
+    """V: row-wise softmax of ``-d(i, j)`` over the support S(i) of ``expanded``.
+
+    ``row_scale`` [N], when given, divides row i's distances first (re-ranking's
+    ``d / max_j d(i, j)``); that changes the weights, not which pairs are supported.
+    """
     n = x.shape[0]
     counts = np.diff(expanded.indptr)
     assert (counts > 0).all(), "every expanded set holds at least the point itself"
     rows = np.repeat(np.arange(n), counts)
     dist = _support_sq_distances(x, knn_dist, knn_idx, rows, expanded.indices)
+    if row_scale is not None:
+        dist /= np.asarray(row_scale, dtype=np.float64)[rows]
     # Subtracting the row minimum leaves the softmax unchanged and keeps exp() in range.
     row_min = np.minimum.reduceat(dist, expanded.indptr[:-1])
     weights = np.exp(-(dist - np.repeat(row_min, counts)))
@@ -165,13 +180,15 @@ def _query_expand(v: sp.csr_matrix, indices: np.ndarray, k2: int) -> sp.csr_matr
     return v_qe
 
 
-def _row_blocks(row_pairs: np.ndarray, n: int) -> list[tuple[int, int]]:
-    """Consecutive row ranges holding about ``_BLOCK_PAIRS`` pairs and at most ``_BLOCK_CELLS / N`` rows.
+def _row_blocks(row_pairs: np.ndarray, width: int) -> list[tuple[int, int]]:
+    """Consecutive row ranges holding about ``_BLOCK_PAIRS`` pairs and at most ``_BLOCK_CELLS / width`` rows.
 
-    Small blocks keep the pair arrays in cache; the cap on rows bounds the dense scratch.
+    Small blocks keep the pair arrays in cache; the cap on rows bounds the dense scratch
+    (``width`` columns a row).
     """
+    n = len(row_pairs)
     cum = np.cumsum(row_pairs)
-    max_rows = max(1, _BLOCK_CELLS // n)
+    max_rows = max(1, _BLOCK_CELLS // max(1, width))
     blocks = []
     a = 0
     while a < n:
@@ -234,6 +251,54 @@ def _upper_jaccard(v: sp.csr_matrix, *, progress: bool) -> tuple[np.ndarray, ...
     cols = np.concatenate(out_cols) if out_cols else np.zeros(0, np.int32)
     dist_all = np.concatenate(out_dist) if out_dist else np.zeros(0, np.float32)
     return indptr, cols, dist_all
+
+
+def _jaccard_between(a: sp.csr_matrix, b: sp.csr_matrix, *, progress: bool = False) -> sp.csr_matrix:
+    """``d_J`` between every row of ``a`` [r, N] and every row of ``b`` [c, N], as CSR [r, c].
+
+    The rectangular form of :func:`_upper_jaccard` (re-ranking needs queries against the
+    gallery only, not all pairs): ``b``'s entries indexed by column, the partners of an
+    entry (i, j) of ``a`` are column j of ``b``; minima summed per (i, l) with ``bincount``
+    in row blocks. Stored entries are the pairs with distance < 1; absent ones mean 1.
+    """
+    r, c = a.shape[0], b.shape[0]
+    bc = b.tocsc()
+    bc.sort_indices()
+    col_start = bc.indptr.astype(np.int64)
+    inv_rows, inv_vals = bc.indices.astype(np.int64), bc.data
+    entry_row = np.repeat(np.arange(r, dtype=np.int64), np.diff(a.indptr))
+    lens = (col_start[a.indices + 1] - col_start[a.indices]).astype(np.int64)
+    row_pairs = np.bincount(entry_row, weights=lens, minlength=r).astype(np.int64)
+
+    indptr = np.zeros(r + 1, dtype=np.int64)
+    out_cols: list[np.ndarray] = []
+    out_dist: list[np.ndarray] = []
+    for a0, b0 in tqdm(_row_blocks(row_pairs, max(c, 1)), desc="jaccard", unit="block",
+                       disable=not progress, leave=False):
+        lo, hi = a.indptr[a0], a.indptr[b0]
+        blens = lens[lo:hi]
+        total = int(blens.sum())
+        first = np.cumsum(blens) - blens
+        pos = np.arange(total, dtype=np.int64)
+        pos += np.repeat(col_start[a.indices[lo:hi]] - first, blens)
+        key = inv_rows[pos]
+        key += np.repeat((entry_row[lo:hi] - a0) * c, blens)
+        mins = np.minimum(np.repeat(a.data[lo:hi], blens), inv_vals[pos])
+        sums = np.bincount(key, weights=mins, minlength=(b0 - a0) * c).reshape(b0 - a0, c)
+        rr, cc = np.nonzero(sums)
+        m = sums[rr, cc]
+        dist = (1.0 - m / (2.0 - m)).astype(np.float32)
+        np.maximum(dist, 0.0, out=dist)
+        keep = dist < 1.0
+        rr, cc, dist = rr[keep], cc[keep], dist[keep]
+        out_dist.append(dist)
+        out_cols.append(cc.astype(np.int32))
+        indptr[a0 + 1 : b0 + 1] = indptr[a0] + np.cumsum(np.bincount(rr, minlength=b0 - a0))
+    cols = np.concatenate(out_cols) if out_cols else np.zeros(0, np.int32)
+    data = np.concatenate(out_dist) if out_dist else np.zeros(0, np.float32)
+    result = sp.csr_matrix((data, cols, indptr), shape=(r, c))
+    result.has_sorted_indices = True
+    return result
 
 
 def _symmetric_csr(

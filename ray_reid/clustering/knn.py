@@ -97,18 +97,25 @@ def _merge_best(best_d, best_i, cand_d, cand_i, k):
     best_i[:] = np.take_along_axis(both_i, keep, axis=1)
 
 
-def _cpu_self_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact self k-NN from the upper triangle of the squared-distance matrix, in row blocks."""
+def _cpu_self_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact self k-NN from the upper triangle of the squared-distance matrix, in row blocks.
+
+    Also returns each row's largest squared distance (re-ranking normalises by it), which the
+    same blocks give for the price of one max-reduction each.
+    """
     n = x.shape[0]
     sq_norm = np.einsum("ij,ij->i", x, x)
     minus_two_x = -2.0 * x  # folds the -2 into the product: one pass fewer per block
     best_d = np.full((n, k), np.inf, dtype=np.float32)
     best_i = np.full((n, k), -1, dtype=np.int64)
+    row_max = np.zeros(n, dtype=np.float32)
     for a in range(0, n, _BLOCK_ROWS):
         b = min(a + _BLOCK_ROWS, n)
         dist = x[a:b] @ minus_two_x[a:].T  # columns a..n-1: the upper triangle of rows a..b-1
         dist += sq_norm[a:b, None]
         dist += sq_norm[None, a:]
+        np.maximum(row_max[a:b], dist.max(axis=1), out=row_max[a:b])
+        np.maximum(row_max[a:], dist.max(axis=0), out=row_max[a:])
         keep = _smallest_k(dist, k, axis=1)
         _merge_best(
             best_d[a:b], best_i[a:b], np.take_along_axis(dist, keep, axis=1), keep + a, k
@@ -120,16 +127,37 @@ def _cpu_self_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     # Rounding can take a squared distance (a self-distance, say) just below 0.
     np.maximum(best_d, 0.0, out=best_d)
     order = np.argsort(best_d, axis=1, kind="stable")
-    return np.take_along_axis(best_d, order, axis=1), np.take_along_axis(best_i, order, axis=1)
+    return np.take_along_axis(best_d, order, axis=1), np.take_along_axis(best_i, order, axis=1), row_max
 
 
-def knn_search(features, k: int, *, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+def _gpu_row_max(x: np.ndarray) -> np.ndarray:
+    """Largest squared distance of every row, as a one-neighbour inner-product search on a GPU.
+
+    ``max_j ||x_i - x_j||^2 = ||x_i||^2 + max_j (-2 x_i . x_j + ||x_j||^2)``: the inner product
+    of ``[-2 x_i, 1]`` with ``[x_j, ||x_j||^2]``, so faiss's exact flat IP index finds it.
+    """
+    import faiss
+
+    sq_norm = np.einsum("ij,ij->i", x, x)
+    base = np.ascontiguousarray(np.hstack([x, sq_norm[:, None]]), dtype=np.float32)
+    query = np.ascontiguousarray(np.hstack([-2.0 * x, np.ones((len(x), 1), np.float32)]), dtype=np.float32)
+    index = faiss.GpuIndexFlatIP(faiss.StandardGpuResources(), base.shape[1])
+    index.add(base)
+    best, _ = index.search(query, 1)
+    return np.maximum(sq_norm + best[:, 0], 0.0).astype(np.float32)
+
+
+def knn_search(
+    features, k: int, *, device: str = "auto", return_row_max: bool = False
+) -> tuple[np.ndarray, ...]:
     """Exact k nearest neighbours of every row among all rows, the row itself included.
 
     Returns ``(squared L2 distances [N, k] float32, indices [N, k] int64)``, each row sorted
     by distance with the row's own index in column 0. The search is exact, identical to a
     brute-force argsort up to float32 rounding of near-ties: faiss's GPU flat index when
     ``device`` is 'auto' or 'cuda' and faiss sees a GPU, else the symmetric CPU search.
+    With ``return_row_max`` a third array [N] float32 holds each row's *largest* squared
+    distance to any row (test-time re-ranking divides by it).
     """
     x = _as_features(features)
     n, d = x.shape
@@ -144,11 +172,14 @@ def knn_search(features, k: int, *, device: str = "auto") -> tuple[np.ndarray, n
         index = faiss.GpuIndexFlatL2(faiss.StandardGpuResources(), d)
         index.add(x)
         distances, indices = index.search(x, int(k))
+        row_max = _gpu_row_max(x) if return_row_max else None
     else:
-        distances, indices = _cpu_self_knn(x, int(k))
+        distances, indices, row_max = _cpu_self_knn(x, int(k))
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     distances = np.ascontiguousarray(distances, dtype=np.float32)
     if (indices < 0).any():
         raise RuntimeError("exact neighbour search returned missing neighbours (-1)")
     _put_self_first(distances, indices)
+    if return_row_max:
+        return distances, indices, np.maximum(row_max, 0.0)
     return distances, indices

@@ -116,3 +116,11 @@ def test_gpu_matches_cpu_and_takes_cupy_input():
     d_gpu, i_gpu = knn_search(cupy.asarray(x), 10, device="cuda")
     np.testing.assert_array_equal(i_cpu, i_gpu)
     np.testing.assert_allclose(d_cpu, d_gpu, rtol=1e-4, atol=1e-4)
+
+
+def test_row_max_is_each_rows_largest_squared_distance():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2500, 8)).astype(np.float32)  # > one 1,024-row block: both halves of the triangle
+    _, _, row_max = knn_search(x, 4, device="cpu", return_row_max=True)
+    brute = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(-1).max(axis=1)
+    np.testing.assert_allclose(row_max, brute, rtol=1e-5)
