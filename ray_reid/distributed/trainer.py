@@ -12,6 +12,7 @@ import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from ray_reid import locations
 from ray_reid.config import TrainConfig
 from ray_reid.distributed.actor import get_or_create_actor
 from ray_reid.distributed.worker import train_loop_per_worker
@@ -26,13 +27,6 @@ class FitOutcome:
     history: list[dict[str, Any]]
     checkpoint_path: str | None
     run_path: str
-
-
-def run_location(cfg: TrainConfig) -> str:
-    """Where the run folder lives: an absolute local path or an ``s3://`` URI."""
-    path = cfg.run.storage_path
-    base = path.rstrip("/") if "://" in path else str(Path(path).expanduser().resolve())
-    return f"{base}/{cfg.run.name}"
 
 
 def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> TorchTrainer:
@@ -61,7 +55,7 @@ def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> 
 def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitOutcome:
     """Run (or resume, for the same storage_path and run name) the distributed training."""
     use_endpoint(cfg.run.s3_endpoint)
-    run_uri = run_location(cfg)
+    run_uri = locations.run_dir(cfg)
     actor = get_or_create_actor(
         cfg.run.name, dict(cfg.to_dict()["cluster"]), num_workers=cfg.run.num_workers,
         gpus_per_worker=cfg.run.gpus_per_worker, cpus_per_worker=cfg.run.cpus_per_worker,

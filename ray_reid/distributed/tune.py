@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import yaml
 
+from ray_reid import locations
 from ray_reid.atomic import atomic_write
 from ray_reid.config import SECTIONS, TrainConfig, absolute_paths, config_from_dict, save_config
 
@@ -223,15 +224,6 @@ class SweepConfig:
                              "invalid: expected non-negative numbers, not both zero")
 
 
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def resolve_storage(path: str) -> str:
-    """Ray wants an absolute local path (or a URI, passed through)."""
-    return path if _is_uri(path) else str(Path(path).expanduser().resolve())
-
-
 def per_trial_resources(cfg: TrainConfig, sweep: SweepConfig) -> dict[str, float]:
     """What one trial holds while it runs: its Tune bundles plus the TorchTrainer's workers."""
     workers = max(1, cfg.run.num_workers)
@@ -291,31 +283,9 @@ def _make_report_callback(last: dict[str, float]):
     return CarryMAPCallback(last)
 
 
-def _fs_and_path(path: str):
-    import pyarrow.fs as pafs
-
-    return pafs.FileSystem.from_uri(path) if _is_uri(path) else (pafs.LocalFileSystem(), path)
-
-
 def finished_epochs(train_run: str) -> list[dict[str, Any]]:
-    """Metric history in the latest checkpoint of a Train run folder (empty when it has none yet)."""
-    import json
-
-    import pyarrow.fs as pafs
-
-    from ray_reid.engine.checkpoint import HISTORY_FILE
-
-    fs, root = _fs_and_path(train_run)
-    if fs.get_file_info(root).type != pafs.FileType.Directory:
-        return []
-    names = sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(root))
-                   if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"))
-    for name in reversed(names):
-        target = f"{root}/{name}/{HISTORY_FILE}"
-        if fs.get_file_info(target).type == pafs.FileType.File:
-            with fs.open_input_stream(target) as fh:
-                return list(json.loads(fh.read().decode()))
-    return []
+    """Metric history in the latest registered checkpoint of a Train run folder (empty when it has none yet)."""
+    return locations.read_history(train_run)
 
 
 def trial_folder(sweep_storage: str, sweep_name: str, trial_dir: str) -> str:
@@ -382,7 +352,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 def _read_saved_base(experiment_path: str) -> dict[str, Any] | None:
     import pyarrow.fs as pafs
 
-    fs, root = _fs_and_path(experiment_path)
+    fs, root = locations.filesystem(experiment_path)
     target = f"{root}/{BASE_CONFIG_FILE}"
     if fs.get_file_info(target).type == pafs.FileType.NotFound:
         return None
@@ -392,18 +362,10 @@ def _read_saved_base(experiment_path: str) -> dict[str, Any] | None:
 
 def _save_base(experiment_path: str, base: dict[str, Any], space: Mapping[str, SearchDim]) -> None:
     """Keep the sweep's base config and space beside Tune's state, so a restore trains exactly the same trials."""
-    import pyarrow.fs as pafs
-
     doc = {"base": base, "space": {k: {"type": d.type, **({"values": list(d.values)} if d.values else
                                                           {"low": d.low, "high": d.high})} for k, d in space.items()}}
-    text = yaml.safe_dump(doc, sort_keys=False)
-    if _is_uri(experiment_path):
-        fs, root = pafs.FileSystem.from_uri(experiment_path)
-        fs.create_dir(root, recursive=True)
-        with fs.open_output_stream(f"{root}/{BASE_CONFIG_FILE}") as fh:
-            fh.write(text.encode())
-    else:
-        _write_text_atomic(Path(experiment_path) / BASE_CONFIG_FILE, text)
+    with locations.writable_dir(experiment_path) as folder:
+        _write_text_atomic(folder / BASE_CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
 
 
 def _normalise(base: Mapping[str, Any]) -> dict[str, Any]:
@@ -423,7 +385,7 @@ def build_tuner(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Sw
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    storage = resolve_storage(sweep.storage_path)
+    storage = locations.absolute(sweep.storage_path)
     experiment_path = f"{storage.rstrip('/')}/{sweep.name}"
     base = _normalise(absolute_paths(base_cfg.to_dict()))
     if tune.Tuner.can_restore(experiment_path):
@@ -504,7 +466,7 @@ def run_sweep(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Swee
     grid = tuner.fit()
     rows, curves = trial_table(grid, space, config_from_dict(base).optim.epochs)
     local_out = Path(out_dir) if out_dir is not None else (
-        Path(experiment_path) if not _is_uri(experiment_path) else Path("runs") / sweep.name)
+        Path(experiment_path) if not locations.is_uri(experiment_path) else Path("runs") / sweep.name)
     outcome = SweepOutcome(experiment_path=experiment_path, rows=rows, curves=curves, best=best_row(rows))
     outcome.files = write_sweep_outputs(local_out, rows, curves, config_from_dict(base), space, sweep)
     return outcome

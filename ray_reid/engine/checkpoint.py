@@ -16,10 +16,9 @@ from typing import Any
 import torch
 
 from ray_reid.atomic import atomic_write
+from ray_reid.locations import CHECKPOINT_FILES
 
-STATE_FILE = "state.pt"
-META_FILE = "meta.json"
-HISTORY_FILE = "history.json"
+STATE_FILE, META_FILE, HISTORY_FILE = CHECKPOINT_FILES
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

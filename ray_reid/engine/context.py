@@ -6,6 +6,7 @@ runs the same loop in one process (tests, debugging, a laptop).
 
 from __future__ import annotations
 
+import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any, Iterator, Mapping, Protocol
 import numpy as np
 import torch
 
+from ray_reid import locations
 from ray_reid.config import ClusterConfig
 from ray_reid.engine.pseudo_labels import PseudoLabels, assign_pseudo_labels
 
@@ -36,14 +38,14 @@ class WorkerContext(Protocol):
 
 
 class LocalContext:
-    """Single-process runtime: clusters in-process and keeps checkpoints in a local folder."""
+    """Single-process runtime: clusters in-process and keeps checkpoints in the run folder (local or S3)."""
 
     rank = 0
     world_size = 1
 
-    def __init__(self, cluster_cfg: ClusterConfig, checkpoint_root: str | Path, device: str | None = None):
+    def __init__(self, cluster_cfg: ClusterConfig, run_dir: str | os.PathLike, device: str | None = None):
         self.cluster_cfg = cluster_cfg
-        self.checkpoint_root = Path(checkpoint_root)
+        self.run_dir = locations.absolute(run_dir)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.reports: list[dict[str, Any]] = []
 
@@ -59,21 +61,26 @@ class LocalContext:
     def all_gather(self, obj: Any) -> list[Any]:
         return [obj]
 
-    def _checkpoints(self) -> list[Path]:
-        return sorted(self.checkpoint_root.glob("checkpoint_*"))
-
     @contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
-        found = self._checkpoints()
-        yield found[-1] if found else None
+        found = locations.latest_checkpoint(self.run_dir)
+        yield locations.local_checkpoint(found) if found else None
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
+        """Commit the checkpoint whole: a rename locally, whole objects on S3 (see ray_reid.locations)."""
         self.reports.append(dict(metrics))
         if checkpoint_dir is None:
             return
-        self.checkpoint_root.mkdir(parents=True, exist_ok=True)
-        dest = self.checkpoint_root / f"checkpoint_{int(metrics['epoch']):06d}"
-        staged = self.checkpoint_root / f".{dest.name}.tmp"
+        name = f"{locations.CHECKPOINT_PREFIX}{int(metrics['epoch']):06d}"
+        if locations.is_uri(self.run_dir):
+            from ray_reid.storage import upload_dir
+
+            upload_dir(checkpoint_dir, locations.join(self.run_dir, name) + "/")
+            return
+        root = Path(self.run_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        dest = root / name
+        staged = root / f".{dest.name}.tmp"
         shutil.rmtree(staged, ignore_errors=True)
         shutil.copytree(checkpoint_dir, staged)
         if dest.exists():

@@ -29,7 +29,7 @@ from ray_reid.engine.context import WorkerContext
 from ray_reid.engine.extract import extract_features
 from ray_reid.engine.train_epoch import train_one_epoch
 from ray_reid.eval.cluster_metrics import clustering_scores
-from ray_reid.eval.features import reid_metrics
+from ray_reid.eval.features import query_gallery_metrics
 from ray_reid.losses.cluster_memory import ClusterMemory
 from ray_reid.models import ModelConfig, build_model
 
@@ -88,11 +88,8 @@ def evaluate_model(model: torch.nn.Module, dataset: ReidDataset, cfg: TrainConfi
     gathered = ctx.all_gather(feats["global"] if feats else np.zeros((0, 1), np.float32))
     if ctx.rank != 0:
         return None
-    allf = np.concatenate([g for g in gathered if len(g)], axis=0)
-    nq = len(dataset.query)
-    pids = np.array([r.pid for r in records])
-    cams = np.array([r.camid for r in records])
-    return reid_metrics(allf[:nq], allf[nq:], pids[:nq], pids[nq:], cams[:nq], cams[nq:])
+    return query_gallery_metrics(np.concatenate([g for g in gathered if len(g)], axis=0), dataset.query,
+                                 dataset.gallery)
 
 
 def _restore(ckpt_dir: Path | None, model, optimizer, scheduler) -> tuple[int, list[dict[str, Any]]]:

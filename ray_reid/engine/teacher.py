@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from ray_reid.engine.checkpoint import META_FILE, STATE_FILE, _read_json, load_checkpoint
+from ray_reid import locations
+from ray_reid.engine.checkpoint import META_FILE, _read_json, load_checkpoint
 from ray_reid.models import ModelConfig, build_model
 
 log = logging.getLogger(__name__)
@@ -21,28 +22,17 @@ class TeacherMismatchError(ValueError):
     """The teacher checkpoint's architecture cannot teach this student."""
 
 
-def resolve_checkpoint_dir(path_or_uri: str) -> Path:
-    """A checkpoint folder from a local path or ``s3://`` prefix; a run folder means its latest checkpoint."""
-    if path_or_uri.startswith("s3://"):
-        from ray_reid.data.resolve import cache_dir
-        from ray_reid.storage import fetch_prefix
-
-        path = fetch_prefix(path_or_uri, cache_dir() / "s3")
-    else:
-        path = Path(path_or_uri).expanduser()
-    if not path.exists():
-        raise FileNotFoundError(f"teacher checkpoint not found: {path_or_uri}")
-    if (path / STATE_FILE).is_file():
-        return path
-    found = sorted(p for p in path.glob("checkpoint_*") if (p / STATE_FILE).is_file())
-    if not found:
-        raise FileNotFoundError(f"teacher {path_or_uri} holds no {STATE_FILE} and no checkpoint_* folder with one")
-    return found[-1]
+def teacher_checkpoint(path_or_uri: str) -> Path:
+    """Local folder of the teacher's checkpoint; a run folder (local or S3) means its latest registered one."""
+    try:
+        return locations.local_checkpoint(path_or_uri)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"teacher checkpoint not found: {exc}") from exc
 
 
 def check_teacher(path_or_uri: str, student: ModelConfig) -> Path:
     """Fail early (on the driver, before Ray starts anything) if the teacher cannot teach ``student``."""
-    folder = resolve_checkpoint_dir(path_or_uri)
+    folder = teacher_checkpoint(path_or_uri)
     meta = _read_json(folder / META_FILE)
     try:
         teacher_cfg = ModelConfig(**meta["model"])

@@ -45,3 +45,15 @@ def reid_metrics(
     out = {"mAP": m_ap}
     out.update({f"rank{int(r)}": float(cmc[int(r) - 1]) for r in ranks})
     return out
+
+
+def query_gallery_metrics(features: Any, query: Sequence[Any], gallery: Sequence[Any]) -> dict[str, float]:
+    """:func:`reid_metrics` of features in ``query + gallery`` order, ids and cameras from the records."""
+    records = list(query) + list(gallery)
+    feats = _as_features("features", features)
+    if len(feats) != len(records):
+        raise ValueError(f"got {len(feats)} feature rows for {len(query)} queries + {len(gallery)} gallery images")
+    nq = len(query)
+    pids = np.array([r.pid for r in records])
+    cams = np.array([r.camid for r in records])
+    return reid_metrics(feats[:nq], feats[nq:], pids[:nq], pids[nq:], cams[:nq], cams[nq:])

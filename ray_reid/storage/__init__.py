@@ -4,7 +4,8 @@ No Ray here: the orchestration layer passes :func:`pyarrow_filesystem`'s result 
 Train, and everything else is plain boto3 / pyarrow, testable against a loopback server.
 """
 
-from ray_reid.storage.cache import fetch_file, fetch_prefix, is_bookkeeping_name
+from ray_reid.storage.bookkeeping import is_bookkeeping_name
+from ray_reid.storage.cache import fetch_file, fetch_prefix
 from ray_reid.storage.s3 import (
     is_s3_uri,
     parse_s3_uri,

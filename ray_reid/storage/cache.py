@@ -39,15 +39,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from ray_reid.storage.bookkeeping import INDEX_NAME, LOCK_SUFFIX as _LOCK_SUFFIX, MARKER_NAME
+from ray_reid.storage.bookkeeping import SIDECAR_SUFFIX as _SIDECAR_SUFFIX, TEMP_SUFFIX as _TEMP_SUFFIX
+from ray_reid.storage.bookkeeping import is_bookkeeping_name
 from ray_reid.storage.s3 import parse_s3_uri, s3_client
 
 log = logging.getLogger(__name__)
 
-INDEX_NAME = ".ray_reid_fetch_index.json"
-MARKER_NAME = ".ray_reid_fetch_complete.json"
-_TEMP_SUFFIX = ".ray_reid.part"
-_SIDECAR_SUFFIX = ".ray_reid.json"
-_LOCK_SUFFIX = ".ray_reid.lock"
 _INDEX_VERSION = 1
 _ATTEMPTS = 3
 _INDEX_SAVE_SECONDS = 2.0
@@ -63,11 +61,6 @@ class RemoteObject:
     rel: PurePosixPath
     size: int
     etag: str
-
-
-def is_bookkeeping_name(name: str) -> bool:
-    """True for the cache's own files (index, marker, temp, sidecar, lock), never dataset content."""
-    return name in (INDEX_NAME, MARKER_NAME) or name.endswith((_TEMP_SUFFIX, _SIDECAR_SUFFIX, _LOCK_SUFFIX))
 
 
 def safe_relative_path(rel: str, *, key: str, uri: str) -> PurePosixPath:

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
+from ray_reid.storage.bookkeeping import is_bookkeeping_name
+
 log = logging.getLogger(__name__)
 
 ENDPOINT_ENV_VARS = ("RAY_REID_S3_ENDPOINT", "AWS_ENDPOINT_URL")
@@ -165,10 +167,8 @@ def upload_dir(folder: str | os.PathLike, uri: str, *, workers: int = 16, endpoi
 
     Each object lands whole or not at all (see :func:`upload_file`); a failed file is
     reported by name after the others finished, so a retry uploads again only what is needed
-    to be consistent. Cache bookkeeping files of :mod:`ray_reid.storage.cache` are skipped.
+    to be consistent. The node cache's bookkeeping files are skipped.
     """
-    from ray_reid.storage.cache import is_bookkeeping_name
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot upload {folder}: no such folder")

@@ -13,15 +13,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
 from s3_server import put_tree
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "jobs"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -55,7 +51,7 @@ def s3_dataset(s3, tiny_synthetic_root):
 
 
 def test_training_reads_from_and_writes_to_s3_then_resumes_from_s3(ray_session, s3, s3_dataset):
-    from train import run_training
+    from ray_reid.run import train
 
     from ray_reid.config import config_from_dict
     from ray_reid.storage import read_parquet_table, view_array
@@ -72,7 +68,7 @@ def test_training_reads_from_and_writes_to_s3_then_resumes_from_s3(ray_session, 
             "run.save_embeddings": True, "run.eval_every": 1,
         })
 
-    summary = run_training(cfg(2))
+    summary = train(cfg(2)).summary
     assert summary["epochs"] == 2
 
     # the dataset went through the node cache, whole
@@ -107,7 +103,7 @@ def test_training_reads_from_and_writes_to_s3_then_resumes_from_s3(ray_session, 
     embeddings_before = {k: v["LastModified"] for k, v in objects.items() if "/embeddings/" in k}
 
     # Same name, one more epoch: picks the checkpoint up from the bucket and runs epoch 2 only.
-    resumed = run_training(cfg(3))
+    resumed = train(cfg(3)).summary
     assert resumed["epochs"] == 3
     objects = keys_under(s3.client, s3.bucket, run_prefix)
     history3 = read_latest_history(s3, objects)

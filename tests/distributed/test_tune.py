@@ -70,7 +70,7 @@ def test_space_errors_name_the_entry(raw, match):
 
 
 def test_param_flag_and_default_space_file():
-    from jobs.tune import DEFAULT_SPACE, parse
+    from ray_reid.cli.tune import DEFAULT_SPACE, parse
 
     assert parse_param_flag("cluster.lam=loguniform:0.01:10") == (
         "cluster.lam", {"type": "loguniform", "low": "0.01", "high": "10"})
@@ -78,11 +78,11 @@ def test_param_flag_and_default_space_file():
     with pytest.raises(ValueError, match="KEY=TYPE"):
         parse_param_flag("cluster.lam")
     cfg, space, sweep, _ = parse(["--space", str(DEFAULT_SPACE), "--set", "optim.iters=3", "--workers", "1",
-                                  "--search", "optuna"])
+                                  "--search", "optuna", "--sampler-seed", "3"])
     assert space["cluster.lam"] == SearchDim("cluster.lam", "loguniform", 0.01, 10.0)
     assert space["optim.distill_weight"].type == "uniform"
     assert cfg.optim.iters == 3 and cfg.run.num_workers == 1 and cfg.run.eval_every == 1
-    assert sweep.search == "optuna"
+    assert sweep.search == "optuna" and sweep.seed == 3
     with pytest.raises(SystemExit, match="unknown type 'normal'"):
         parse(["--param", "cluster.lam=normal:0:1"])
     with pytest.raises(SystemExit, match="'cluster.lam' is type grid, which Optuna cannot sample"):
@@ -166,7 +166,9 @@ def release_killed_trials(ray_session):
 
 
 def test_grid_sweep_writes_table_best_config_and_pictures(ray_session, tiny_base, tmp_path):
-    from jobs.train import parse_config, run_training
+    from ray_reid.cli.flags import config_from_args
+    from ray_reid.cli.train import build_parser
+    from ray_reid.run import train
     from ray_reid.distributed.tune import run_sweep
 
     space = parse_search_space({"cluster.lam": {"type": "grid", "values": [0.1, 1.0]},
@@ -198,9 +200,10 @@ def test_grid_sweep_writes_table_best_config_and_pictures(ray_session, tiny_base
     assert best.run.name == "grid-best" and best.data.root == tiny_base().data.root
 
     # the best config is a training config: jobs/train.py accepts it as is and trains it in-process
-    cfg, _ = parse_config(["--config", str(outcome.files["best_config"]), "--set", "run.num_workers=0",
-                           "--set", f"run.storage_path={tmp_path / 'retrain'}"])
-    summary = run_training(cfg)
+    cfg = config_from_args(build_parser().parse_args([
+        "--config", str(outcome.files["best_config"]), "--set", "run.num_workers=0",
+        "--set", f"run.storage_path={tmp_path / 'retrain'}"]))
+    summary = train(cfg).summary
     assert summary["epochs"] == 1 and 0.0 <= summary["mAP"] <= 1.0
 
 

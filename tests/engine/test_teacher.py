@@ -57,21 +57,17 @@ def test_missing_teacher_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         check_teacher(str(tmp_path / "nowhere"), ModelConfig(backbone="resnet18"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no state.pt"):
+    with pytest.raises(FileNotFoundError, match="teacher checkpoint not found: .*empty is neither a checkpoint"):
         check_teacher(str(tmp_path / "empty"), ModelConfig(backbone="resnet18"))
 
 
 def test_train_job_refuses_mismatched_teacher_before_any_epoch(teacher_run, tiny_synthetic_root, tmp_path):
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "jobs"))
-    import train as train_job
+    from ray_reid import run
 
     run_dir, _ = teacher_run
     cfg = cfg_for(tiny_synthetic_root, tmp_path, "student", **{"model.views": "global", "run.teacher": str(run_dir)})
     with pytest.raises(TeacherMismatchError):
-        train_job.run_training(cfg)
+        run.train(cfg)
     assert not (tmp_path / "student").exists()
 
 

@@ -133,7 +133,7 @@ def test_failed_checkpoint_upload_leaves_the_previous_checkpoint_intact_and_load
     import torch
 
     from ray_reid.engine.checkpoint import save_checkpoint
-    from ray_reid.engine.teacher import resolve_checkpoint_dir
+    from ray_reid.locations import local_checkpoint
 
     run_uri = f"s3://{s3.bucket}/runs/r1"
     old = save_checkpoint(tmp_path / "c0", {"epoch": 0, "w": torch.arange(5.0)}, {"epoch": 0}, [{"epoch": 0}])
@@ -153,6 +153,6 @@ def test_failed_checkpoint_upload_leaves_the_previous_checkpoint_intact_and_load
 
     # Whoever picks "the latest checkpoint" of the run skips the half-uploaded one.
     monkeypatch.setenv("RAY_REID_CACHE", str(tmp_path / "cache"))
-    folder = resolve_checkpoint_dir(run_uri)
+    folder = local_checkpoint(run_uri)
     assert folder.name == "checkpoint_000000" and checkpoint_dirs(folder.parent) == [folder]
     assert _digest_of(folder / "state.pt") == _digest_of(old / "state.pt")

@@ -1,8 +1,6 @@
 """jobs/evaluate.py on a real (tiny) checkpoint: metrics plus the two pictures."""
 
 import json
-import sys
-from pathlib import Path
 
 from PIL import Image
 
@@ -10,11 +8,9 @@ from ray_reid.config import config_from_dict
 from ray_reid.engine.context import LocalContext
 from ray_reid.engine.loop import train_worker
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "jobs"))
-
 
 def test_evaluate_writes_metrics_rank_list_and_embedding(tiny_synthetic_root, tmp_path):
-    import evaluate
+    from ray_reid.cli.evaluate import main
 
     cfg = config_from_dict({}, {
         "data.dataset": "synthetic", "data.root": str(tiny_synthetic_root), "data.height": 32, "data.width": 16,
@@ -22,7 +18,7 @@ def test_evaluate_writes_metrics_rank_list_and_embedding(tiny_synthetic_root, tm
         "optim.p": 4, "optim.k": 2, "run.num_workers": 0, "run.storage_path": str(tmp_path), "run.name": "ev",
     })
     history = train_worker(cfg, LocalContext(cfg.cluster, tmp_path / "ev"))
-    assert evaluate.main([str(tmp_path / "ev"), "--out", str(tmp_path / "out"), "--max-tsne-points", "60"]) == 0
+    assert main([str(tmp_path / "ev"), "--out", str(tmp_path / "out"), "--max-tsne-points", "60"]) == 0
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     # the same model and data give the same figures as the training run's own final evaluation
     assert abs(metrics["mAP"] - history[-1]["mAP"]) < 1e-6 and abs(metrics["rank1"] - history[-1]["rank1"]) < 1e-6

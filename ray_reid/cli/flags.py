@@ -1,0 +1,110 @@
+"""The config flags every command shares: ``--config``, one flag per common key, ``--set``, ``--batch``.
+
+One table maps each flag to its dotted config key, so ``train``, ``purify`` and ``tune`` accept the
+same spelling, apply it the same way (flags override the YAML, ``--set`` overrides flags) and refuse
+a bad value with the same message, before Ray or any data is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ray_reid.config import TrainConfig, load_config
+
+#: The embedded default of `python jobs/train.py` (a checkout's jobs/configs/synthetic.yaml).
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "synthetic.yaml"
+
+# flag -> (dotted config key, type, help); every flag is optional and overrides the YAML.
+CONFIG_FLAGS: dict[str, tuple[str, type, str]] = {
+    "dataset": ("data.dataset", str, "dataset name (market1501, dukemtmc, msmt17, cuhk03, synthetic)"),
+    "data-root": ("data.root", str, "dataset folder or s3://bucket/prefix"),
+    "height": ("data.height", int, "input height"),
+    "width": ("data.width", int, "input width"),
+    "on-bad-image": ("data.on_bad_image", str, "raise (default) or skip undecodable images"),
+    "backbone": ("model.backbone", str, "resnet18/34/50/101"),
+    "views": ("model.views", str, "global or global+parts"),
+    "pretrained": ("model.pretrained", str, "ImageNet weights: local path or s3:// URI"),
+    "clusterer": ("cluster.method", str, "hc_sse or dbscan_jaccard"),
+    "lam": ("cluster.lam", float, "SSE regularisation weight lambda"),
+    "linkage": ("cluster.linkage", str, "single or average"),
+    "regularizer": ("cluster.regularizer", str, "sse, size, delta_sse or none"),
+    "merge-percent": ("cluster.merge_percent", float, "HCT merge percent per epoch"),
+    "eps": ("cluster.eps", float, "DBSCAN eps on the Jaccard distance"),
+    "epochs": ("optim.epochs", int, "epochs"),
+    "iters": ("optim.iters", int, "iterations per epoch"),
+    "p": ("optim.p", int, "identities per global batch"),
+    "k": ("optim.k", int, "images per identity"),
+    "lr": ("optim.lr", float, "learning rate"),
+    "mu": ("optim.distill_weight", float, "distillation weight mu (with --teacher)"),
+    "workers": ("run.num_workers", int, "Ray Train workers (0 = in-process, no Ray)"),
+    "gpus-per-worker": ("run.gpus_per_worker", float, "GPUs per worker"),
+    "cpus-per-worker": ("run.cpus_per_worker", float, "CPUs per worker"),
+    "storage-path": ("run.storage_path", str, "where runs and checkpoints go (folder or s3://)"),
+    "name": ("run.name", str, "run name; rerunning the same name resumes"),
+    "seed": ("run.seed", int, "random seed"),
+    "eval-every": ("run.eval_every", int, "evaluate every N epochs (and at the end)"),
+    "max-failures": ("run.max_failures", int, "worker-group restarts allowed"),
+    "teacher": ("run.teacher", str, "finished run or checkpoint (path or s3://) to distil from"),
+    "s3-endpoint": ("run.s3_endpoint", str, "custom S3 endpoint (MinIO, Ceph, ...); credentials from the AWS chain"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Iterable[str] = ()) -> argparse.ArgumentParser:
+    """Add ``--config``, the config flags (minus ``exclude``), ``--set``, ``--batch``, ``--save-embeddings``, ``-v``."""
+    excluded = set(exclude)
+    unknown = excluded - set(CONFIG_FLAGS)
+    assert not unknown, f"cannot exclude unknown flags {sorted(unknown)}"
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"YAML config (default: {DEFAULT_CONFIG.relative_to(DEFAULT_CONFIG.parents[2])})")
+    for flag, (key, typ, helptext) in CONFIG_FLAGS.items():
+        if flag not in excluded:
+            parser.add_argument(f"--{flag}", type=typ, default=None, help=f"{helptext} [{key}]")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any config value, e.g. --set optim.triplet_weight=0.5")
+    parser.add_argument("--batch", default=None, metavar="PxK", help="global batch as identities x images, e.g. 16x4")
+    parser.add_argument("--save-embeddings", action="store_true", default=None,
+                        help="write per-epoch embeddings and pseudo-labels as Parquet")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The dotted overrides the parsed flags ask for; ``--set`` comes last and wins."""
+    overrides: dict[str, Any] = {}
+    for flag, (key, _, _) in CONFIG_FLAGS.items():
+        value = getattr(args, flag.replace("-", "_"), None)
+        if value is not None:
+            overrides[key] = value
+    if args.batch:
+        try:
+            p, k = (int(x) for x in args.batch.lower().split("x"))
+        except ValueError:
+            raise ValueError(f"--batch {args.batch!r}: expected PxK, e.g. 16x4") from None
+        overrides["optim.p"], overrides["optim.k"] = p, k
+    if args.save_embeddings:
+        overrides["run.save_embeddings"] = True
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE")
+        overrides[key.strip()] = value.strip()
+    return overrides
+
+
+def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> TrainConfig:
+    """The validated config the flags describe (``defaults`` sit under them); exits naming the bad key."""
+    try:
+        return load_config(args.config or DEFAULT_CONFIG, {**(defaults or {}), **config_overrides(args)})
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Our own lines on the console, one per event, with time and source."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
