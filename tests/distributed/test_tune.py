@@ -131,8 +131,11 @@ def test_finished_epochs_reads_the_latest_checkpoint_history(tmp_path):
     run = tmp_path / "train"
     assert finished_epochs(str(run)) == []
     for stamp, n in (("2026-01-01_10-00-00.000001", 1), ("2026-01-01_10-00-01.000001", 2)):
-        (run / f"checkpoint_{stamp}").mkdir(parents=True)
-        (run / f"checkpoint_{stamp}" / "history.json").write_text(json.dumps([{"epoch": e} for e in range(n)]))
+        folder = run / f"checkpoint_{stamp}"
+        folder.mkdir(parents=True)
+        (folder / "history.json").write_text(json.dumps([{"epoch": e} for e in range(n)]))
+        (folder / "meta.json").write_text(json.dumps({"epoch": n - 1}))
+        (folder / "state.pt").write_bytes(b"weights")
     (run / "checkpoint_2026-01-01_10-00-02.000001").mkdir()  # an upload cut short: no history in it
     assert finished_epochs(str(run)) == [{"epoch": 0}, {"epoch": 1}]
 
