@@ -25,6 +25,7 @@ LINKAGES = ("single", "average")
 REGULARIZERS = ("sse", "size", "delta_sse", "none")
 VIEW_SETS = ("global", "global+parts")
 BAD_IMAGE_POLICIES = ("raise", "skip")
+ERASING_RULES = ("torchvision", "cluster_contrast")  # mirrors ray_reid.data.transforms.ERASING_RULES
 
 
 def _check(cond: bool, key: str, value: Any, expected: str) -> None:
@@ -48,6 +49,7 @@ class DataConfig:
     width: int = 32
     pad: int = 10
     erasing_p: float = 0.5
+    erasing: str = "torchvision"  # cluster_contrast = the public cluster-contrast / Purification rule
     color_jitter: float = 0.0
     grayscale_p: float = 0.0
     blur_p: float = 0.0
@@ -60,6 +62,7 @@ class DataConfig:
         for name in ("erasing_p", "color_jitter", "grayscale_p", "blur_p"):
             value = getattr(self, name)
             _check(0 <= value <= 1, f"data.{name}", value, "a number in [0, 1]")
+        _check(self.erasing in ERASING_RULES, "data.erasing", self.erasing, f"one of {ERASING_RULES}")
         _check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, "an integer >= 0")
         _check(self.on_bad_image in BAD_IMAGE_POLICIES, "data.on_bad_image", self.on_bad_image,
                f"one of {BAD_IMAGE_POLICIES}")
@@ -294,6 +297,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: Mapping[str, A
 LOCAL_PATH_KEYS = (("data", "root"), ("model", "pretrained"), ("run", "teacher"), ("run", "storage_path"))
 
 
+def _is_named_weights(section: str, key: str, value: str) -> bool:
+    """``model.pretrained: imagenet[:VARIANT]`` names torchvision weights, not a file."""
+    return (section, key) == ("model", "pretrained") and value.split(":", 1)[0].strip().lower() == "imagenet"
+
+
 def absolute_paths(raw: Mapping[str, Any]) -> dict[str, Any]:
     """Make a config dict's local paths absolute (URIs pass through).
 
@@ -303,7 +311,7 @@ def absolute_paths(raw: Mapping[str, Any]) -> dict[str, Any]:
     out = {section: dict(values) for section, values in raw.items()}
     for section, key in LOCAL_PATH_KEYS:
         value = out.get(section, {}).get(key)
-        if isinstance(value, str) and value and "://" not in value:
+        if isinstance(value, str) and value and "://" not in value and not _is_named_weights(section, key, value):
             out[section][key] = str(Path(value).expanduser().resolve())
     return out
 

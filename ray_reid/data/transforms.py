@@ -1,19 +1,24 @@
 """Image transforms for training and testing (torchvision.transforms.v2), on PIL inputs.
 
 The training augmentation is the one every result in DESIGN.md §8 used: resize, flip,
-pad 10 + random crop back to size, normalise, random erasing. Erasing fills with 0 after
-normalisation, i.e. with the ImageNet mean colour.
+pad 10 + random crop back to size, normalise, random erasing. Two erasing rules are offered
+because they differ: torchvision's (area 2–33 %, log-uniform aspect, 10 attempts, fill 0 after
+normalisation = the ImageNet mean colour) and cluster-contrast's, which every published
+cluster-contrast / Learning to Purification number was trained with (:class:`ClusterContrastErasing`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+ERASING_RULES = ("torchvision", "cluster_contrast")
 
 
 @dataclass(frozen=True)
@@ -23,6 +28,7 @@ class TransformConfig:
     flip_p: float = 0.5
     pad: int = 10
     erasing_p: float = 0.5
+    erasing: str = "torchvision"  # which rule draws the erased box: one of ERASING_RULES
     # Photometric augmentation, off by default (the published recipes start from ImageNet
     # weights). From random init it is what teaches invariance to the per-camera gain, colour
     # cast, contrast and blur that otherwise make clusters follow cameras instead of people.
@@ -41,6 +47,8 @@ class TransformConfig:
                 raise ValueError(f"TransformConfig.{name} must be an integer >= 1, got {value!r}")
         if not isinstance(self.pad, int) or self.pad < 0:
             raise ValueError(f"TransformConfig.pad must be an integer >= 0, got {self.pad!r}")
+        if self.erasing not in ERASING_RULES:
+            raise ValueError(f"TransformConfig.erasing must be one of {ERASING_RULES}, got {self.erasing!r}")
         if not 0.0 <= self.color_jitter <= 1.0:
             raise ValueError(f"TransformConfig.color_jitter must be in [0, 1], got {self.color_jitter!r}")
         for name in ("flip_p", "erasing_p", "grayscale_p", "blur_p"):
@@ -55,6 +63,54 @@ class TransformConfig:
     @property
     def size(self) -> tuple[int, int]:
         return (self.height, self.width)
+
+
+class ClusterContrastErasing(v2.RandomErasing):
+    """Random erasing drawn by cluster-contrast's rule (``clustercontrast/utils/data/transforms.py``).
+
+    It differs from torchvision's default in every knob, and the published cluster-contrast and
+    Learning to Purification numbers were trained with it: area fraction uniform in
+    [``sl``, ``sh``] = [0.02, 0.4] (torchvision: 0.33), aspect ratio h/w uniform in
+    [``r1``, 1/``r1``] = [0.3, 3.33] on a *linear* scale (torchvision: log-uniform), up to
+    ``attempts`` = 100 draws (torchvision: 10) for a box strictly smaller than the image, and a
+    per-channel fill. The public trainers apply it after ``Normalize`` with
+    ``mean=[0.485, 0.456, 0.406]``, so those three numbers are written into the *normalised*
+    tensor (pixel value mean + mean·std, not the mean colour); ``value`` defaults to exactly that.
+    When every attempt fails the image is returned unerased, as in the public code.
+    """
+
+    def __init__(self, p: float = 0.5, *, sl: float = 0.02, sh: float = 0.4, r1: float = 0.3,
+                 value: tuple[float, ...] = IMAGENET_MEAN, attempts: int = 100) -> None:
+        if not 0.0 < sl <= sh <= 1.0:
+            raise ValueError(f"ClusterContrastErasing needs 0 < sl <= sh <= 1, got sl={sl!r}, sh={sh!r}")
+        if not 0.0 < r1 <= 1.0:
+            raise ValueError(f"ClusterContrastErasing needs 0 < r1 <= 1, got r1={r1!r}")
+        if not isinstance(attempts, int) or attempts < 1:
+            raise ValueError(f"ClusterContrastErasing needs attempts >= 1, got {attempts!r}")
+        super().__init__(p=p, scale=(sl, sh), ratio=(r1, 1.0 / r1), value=list(value))
+        self.sl, self.sh, self.r1, self.attempts = sl, sh, r1, attempts
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        channels, height, width = v2.query_chw(flat_inputs)
+        if len(self.value) not in (1, channels):
+            raise ValueError(f"erasing value has {len(self.value)} entries but the image has {channels} channels")
+        area = height * width
+        for _ in range(self.attempts):
+            target = area * torch.empty(1).uniform_(self.sl, self.sh).item()
+            aspect = torch.empty(1).uniform_(self.r1, 1.0 / self.r1).item()
+            h = int(round(math.sqrt(target * aspect)))
+            w = int(round(math.sqrt(target / aspect)))
+            if w < width and h < height:
+                i = int(torch.randint(0, height - h + 1, (1,)).item())
+                j = int(torch.randint(0, width - w + 1, (1,)).item())
+                return dict(i=i, j=j, h=h, w=w, v=torch.tensor(self.value)[:, None, None])
+        return dict(i=0, j=0, h=height, w=width, v=None)
+
+
+def _erasing(cfg: TransformConfig) -> v2.Transform:
+    if cfg.erasing == "cluster_contrast":
+        return ClusterContrastErasing(p=cfg.erasing_p)
+    return v2.RandomErasing(p=cfg.erasing_p, value=0)
 
 
 def _to_normalized_tensor(cfg: TransformConfig) -> list[v2.Transform]:
@@ -78,7 +134,7 @@ def train_transform(cfg: TransformConfig = TransformConfig()) -> v2.Compose:
         steps.append(v2.RandomApply([v2.GaussianBlur(kernel_size=3, sigma=(0.1, 1.5))], p=cfg.blur_p))
     steps += _to_normalized_tensor(cfg)
     if cfg.erasing_p > 0:
-        steps.append(v2.RandomErasing(p=cfg.erasing_p, value=0))
+        steps.append(_erasing(cfg))
     return v2.Compose(steps)
 
 

@@ -43,7 +43,7 @@ def model_config(cfg: TrainConfig) -> ModelConfig:
 
 def transform_config(cfg: TrainConfig) -> TransformConfig:
     d = cfg.data
-    return TransformConfig(height=d.height, width=d.width, pad=d.pad, erasing_p=d.erasing_p,
+    return TransformConfig(height=d.height, width=d.width, pad=d.pad, erasing_p=d.erasing_p, erasing=d.erasing,
                            color_jitter=d.color_jitter, grayscale_p=d.grayscale_p, blur_p=d.blur_p)
 
 
