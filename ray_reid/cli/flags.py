@@ -27,7 +27,8 @@ CONFIG_FLAGS: dict[str, tuple[str, type, str]] = {
     "on-bad-image": ("data.on_bad_image", str, "raise (default) or skip undecodable images"),
     "backbone": ("model.backbone", str, "resnet18/34/50/101"),
     "views": ("model.views", str, "global or global+parts"),
-    "pretrained": ("model.pretrained", str, "ImageNet weights: local path or s3:// URI"),
+    "pretrained": ("model.pretrained", str, "ImageNet weights: 'imagenet' (torchvision's, via its "
+                   "download cache; 'imagenet:IMAGENET1K_V2' for another variant), a local path or s3:// URI"),
     "clusterer": ("cluster.method", str, "hc_sse or dbscan_jaccard"),
     "lam": ("cluster.lam", float, "SSE regularisation weight lambda"),
     "linkage": ("cluster.linkage", str, "single or average"),

@@ -18,8 +18,9 @@ log = logging.getLogger(__name__)
 class ModelConfig:
     """What network to build. ``views`` also accepts the strings ``"global"`` / ``"global+parts"``.
 
-    ``pretrained`` is a local path or ``s3://`` URI of a torchvision ImageNet ResNet
-    ``state_dict``; ``None`` trains from random initialisation.
+    ``pretrained`` is ``imagenet`` / ``imagenet:<VARIANT>`` (torchvision's weights for the
+    backbone, through its download cache), a local path or ``s3://`` URI of a torchvision
+    ImageNet ResNet ``state_dict``; ``None`` trains from random initialisation.
     """
 
     backbone: str = "resnet50"
@@ -36,7 +37,13 @@ class ModelConfig:
         if not (isinstance(self.gem_p, (int, float)) and self.gem_p > 0):
             raise ValueError(f"ModelConfig.gem_p must be a number > 0, got {self.gem_p!r}")
         if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained.strip()):
-            raise ValueError(f"ModelConfig.pretrained must be None or a path / s3:// URI, got {self.pretrained!r}")
+            raise ValueError(f"ModelConfig.pretrained must be None, 'imagenet' or a path / s3:// URI, "
+                             f"got {self.pretrained!r}")
+        if self.pretrained is not None:
+            from ray_reid.models.weights import imagenet_weights, is_imagenet_spec
+
+            if is_imagenet_spec(self.pretrained):
+                imagenet_weights(self.backbone, self.pretrained)  # refuses a backbone without them, naming it
 
     @property
     def embed_dim(self) -> int:

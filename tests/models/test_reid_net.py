@@ -202,3 +202,81 @@ def test_eval_forward_on_cuda_matches_cpu():
     gpu = model.cuda()(x.cuda())
     for view in model.views:
         torch.testing.assert_close(gpu[view].cpu(), cpu[view], rtol=1e-3, atol=1e-4)
+
+
+# --- `pretrained: imagenet`: torchvision's weights enum through its own download cache ---
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    """An empty torch hub cache and no network: a download attempt fails the test loudly."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def no_download(url, *args, **kwargs):
+        raise OSError(f"test forbids downloading {url}")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_download)
+    return tmp_path / "torch" / "hub" / "checkpoints"
+
+
+def _cached_like_torchvision(checkpoints, weights, seed=0):
+    """Put a state_dict where torchvision's get_state_dict looks before downloading."""
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    return _save_resnet18(checkpoints / weights.url.rsplit("/", 1)[-1], seed=seed)
+
+
+def test_imagenet_resolves_torchvisions_weights_enum_through_the_hub_cache(torch_home, caplog):
+    from torchvision.models import ResNet18_Weights
+
+    ref = _cached_like_torchvision(torch_home, ResNet18_Weights.IMAGENET1K_V1)
+    with caplog.at_level(logging.INFO):
+        model = build_model(ModelConfig("resnet18", pretrained="imagenet"))
+    own = model.backbone.state_dict()
+    for key, value in ref.state_dict().items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(own[key], value, rtol=0, atol=0)
+    assert any("IMAGENET1K_V1" in r.getMessage() for r in caplog.records)
+
+
+def test_imagenet_variant_is_chosen_and_checked_without_downloading():
+    from torchvision.models import ResNet50_Weights
+
+    from ray_reid.models.weights import imagenet_weights
+
+    assert imagenet_weights("resnet50") is ResNet50_Weights.IMAGENET1K_V1  # what the papers started from
+    assert imagenet_weights("resnet50", "imagenet:imagenet1k_v2") is ResNet50_Weights.IMAGENET1K_V2
+    with pytest.raises(ValueError, match="resnet18.*imagenet:IMAGENET1K_V1"):
+        ModelConfig("resnet18", pretrained="imagenet:IMAGENET1K_V2")  # resnet18 has only V1
+
+
+def test_backbone_without_imagenet_weights_is_refused_naming_it(monkeypatch):
+    from ray_reid.models import backbone
+
+    monkeypatch.setitem(backbone.BACKBONES, "myresnet", backbone.BACKBONES["resnet18"])
+    with pytest.raises(ValueError, match="backbone 'myresnet' has no ImageNet weights"):
+        ModelConfig("myresnet", pretrained="imagenet")
+    ModelConfig("myresnet", pretrained=None)  # the backbone itself is fine
+
+
+def test_imagenet_weights_missing_offline_fail_naming_backbone_and_url(torch_home):
+    with pytest.raises(ValueError, match="resnet18.*download.pytorch.org.*test forbids downloading"):
+        build_model(ModelConfig("resnet18", pretrained="imagenet"))
+
+
+def test_imagenet_cache_file_with_pickled_code_is_refused(torch_home):
+    from torchvision.models import ResNet18_Weights
+
+    torch_home.mkdir(parents=True)
+    state = dict(torchvision.models.resnet18(weights=None).state_dict())
+    state["payload"] = Evil()
+    with open(torch_home / ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1], "wb") as f:
+        torch.save(state, f, pickle_module=pickle)
+    with pytest.raises(ValueError, match="refusing"):
+        build_model(ModelConfig("resnet18", pretrained="imagenet"))
+
+
+def test_named_weights_are_not_turned_into_paths():
+    from ray_reid.config import absolute_paths
+
+    out = absolute_paths({"model": {"pretrained": "imagenet"}, "run": {"teacher": "imagenet"}})
+    assert out["model"]["pretrained"] == "imagenet"
+    assert out["run"]["teacher"].startswith("/")  # only model.pretrained names weights
