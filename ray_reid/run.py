@@ -60,11 +60,13 @@ def train(cfg: TrainConfig) -> RunResult:
     start = time.perf_counter()
     cfg = _prepared(cfg)
     location = locations.run_dir(cfg)
+    from ray_reid.engine.loop import model_config
+
+    model_cfg = model_config(cfg)  # refuses e.g. a backbone without ImageNet weights before Ray starts
     if cfg.run.teacher:
-        from ray_reid.engine.loop import model_config
         from ray_reid.engine.teacher import check_teacher
 
-        log.info("distilling from teacher %s", check_teacher(cfg.run.teacher, model_config(cfg)))
+        log.info("distilling from teacher %s", check_teacher(cfg.run.teacher, model_cfg))
     if cfg.run.num_workers == 0:
         from ray_reid.engine.context import LocalContext
         from ray_reid.engine.loop import train_worker
@@ -139,9 +141,12 @@ class PurifyResult:
         return "\n".join(lines)
 
 
-def purify(cfg: TrainConfig, *, teacher_epochs: int | None = None, student_epochs: int | None = None
-           ) -> PurifyResult:
+def purify(cfg: TrainConfig, *, teacher_epochs: int | None = None, student_epochs: int | None = None,
+           student_cfg: TrainConfig | None = None) -> PurifyResult:
     """Learning to Purification: train ``<name>-teacher``, then a fresh ``<name>-student`` distilling from it.
+
+    ``student_cfg`` gives the student its own config (the published recipes differ by stage, e.g.
+    in the distillation weight); by default the student uses ``cfg`` as the teacher does.
 
     Both runs live beside each other under ``run.storage_path`` (local or S3); a finished teacher
     with the same name is reused (resume semantics). The comparison goes to
@@ -149,14 +154,14 @@ def purify(cfg: TrainConfig, *, teacher_epochs: int | None = None, student_epoch
     """
     from ray_reid.engine.checkpoint import write_json
 
-    def stage(name: str, epochs: int | None, teacher: str | None) -> TrainConfig:
-        run = dataclasses.replace(cfg.run, name=name, teacher=teacher)
-        optim = cfg.optim if epochs is None else dataclasses.replace(cfg.optim, epochs=epochs)
-        return dataclasses.replace(cfg, run=run, optim=optim)
+    def stage(base_cfg: TrainConfig, name: str, epochs: int | None, teacher: str | None) -> TrainConfig:
+        run = dataclasses.replace(base_cfg.run, name=name, teacher=teacher)
+        optim = base_cfg.optim if epochs is None else dataclasses.replace(base_cfg.optim, epochs=epochs)
+        return dataclasses.replace(base_cfg, run=run, optim=optim)
 
     base = cfg.run.name
-    teacher = train(stage(f"{base}-teacher", teacher_epochs, None))
-    student = train(stage(f"{base}-student", student_epochs, teacher.location))
+    teacher = train(stage(cfg, f"{base}-teacher", teacher_epochs, None))
+    student = train(stage(student_cfg or cfg, f"{base}-student", student_epochs, teacher.location))
     storage = locations.absolute(cfg.run.storage_path)
     with locations.writable_dir(storage) as folder:
         write_json(Path(folder) / f"{base}-purify.json", {"teacher": teacher.summary, "student": student.summary})

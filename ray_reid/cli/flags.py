@@ -99,7 +99,13 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
 def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> TrainConfig:
     """The validated config the flags describe (``defaults`` sit under them); exits naming the bad key."""
     try:
-        return load_config(args.config or DEFAULT_CONFIG, {**(defaults or {}), **config_overrides(args)})
+        overrides = {**(defaults or {}), **config_overrides(args)}
+        recipe = getattr(args, "recipe", None)
+        if recipe:
+            from ray_reid.recipes import load_recipe
+
+            return load_recipe(recipe, overrides)
+        return load_config(args.config or DEFAULT_CONFIG, overrides)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
 

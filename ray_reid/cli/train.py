@@ -17,11 +17,17 @@ from ray_reid.cli.flags import add_config_arguments, config_from_args, setup_log
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ray-reid train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    return add_config_arguments(parser)
+    add_config_arguments(parser)
+    parser.add_argument("--recipe", default=None, metavar="NAME",
+                        help="a published recipe instead of --config (e.g. cluster_contrast_market1501; "
+                             "see jobs/configs/ and README 'Reproducing the papers')")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.recipe and args.config:
+        raise SystemExit("error: give --recipe or --config, not both")
     cfg = config_from_args(args)
     setup_logging(args.verbose)
     from ray_reid import run
