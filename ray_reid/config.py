@@ -21,6 +21,7 @@ import yaml
 from ray_reid.atomic import atomic_write
 
 CLUSTERERS = ("hc_sse", "dbscan_jaccard")
+SCHEDULES = ("hct", "threshold")
 LINKAGES = ("single", "average")
 REGULARIZERS = ("sse", "size", "delta_sse", "none")
 VIEW_SETS = ("global", "global+parts")
@@ -93,9 +94,16 @@ class ClusterConfig:
     lam: float = 0.5
     linkage: str = "average"
     regularizer: str = "sse"
+    # "hct": a target count shrinking by merge_percent of N per epoch (BUC/HCT); "threshold": merge
+    # while the merge cost stays <= distance_threshold, so the count follows the features (as
+    # DBSCAN's eps does) and a pretrained init's structure is kept from epoch 0.
+    schedule: str = "hct"
+    distance_threshold: float = 0.6
     merge_percent: float = 0.07  # HCT: each epoch's target shrinks by this fraction of N
     first_step: int = 0  # schedule step used at epoch 0
     min_clusters_ratio: float = 0.05  # never merge below this fraction of N
+    sphere: bool = True  # cluster L2-normalised features ("Clustering Matters"); False = the raw BN-neck output
+    min_cluster_size: int = 1  # smaller clusters become outliers (-1), left out of the epoch as DBSCAN's are
     # dbscan_jaccard
     eps: float = 0.6
     min_samples: int = 4
@@ -111,6 +119,10 @@ class ClusterConfig:
         _check(self.linkage in LINKAGES, "cluster.linkage", self.linkage, f"one of {LINKAGES}")
         _check(self.regularizer in REGULARIZERS, "cluster.regularizer", self.regularizer, f"one of {REGULARIZERS}")
         _check(math.isfinite(self.lam) and self.lam >= 0, "cluster.lam", self.lam, "a finite number >= 0")
+        _check(self.schedule in SCHEDULES, "cluster.schedule", self.schedule, f"one of {SCHEDULES}")
+        _check(math.isfinite(self.distance_threshold) and self.distance_threshold >= 0, "cluster.distance_threshold",
+               self.distance_threshold, "a finite number >= 0")
+        _check(self.min_cluster_size >= 1, "cluster.min_cluster_size", self.min_cluster_size, "an integer >= 1")
         _check(0 < self.merge_percent < 1, "cluster.merge_percent", self.merge_percent, "a number in (0, 1)")
         _check(self.first_step >= 0, "cluster.first_step", self.first_step, "an integer >= 0")
         _check(0 < self.min_clusters_ratio <= 1, "cluster.min_clusters_ratio", self.min_clusters_ratio,

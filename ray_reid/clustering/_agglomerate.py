@@ -258,9 +258,11 @@ def agglomerate(
     xp: ModuleType,
     dtype: Any = np.float64,
     progress: bool | None = None,
+    max_cost: float | None = None,
 ) -> Agglomeration:
     """Merge the rows of ``x`` (an ``xp`` array, N×d, finite) greedily down to ``n_clusters``.
 
+    With ``max_cost`` merging also stops before the first merge whose cost exceeds it.
     ``progress=None`` shows a tqdm bar only on a terminal.
     """
     n = int(x.shape[0])
@@ -283,6 +285,9 @@ def agglomerate(
         i = row_min.argmin()
         # One device->host transfer per merge: both slots and the cost (slots are exact in float64).
         picked = _to_host(xp.stack([v.astype(xp.float64) for v in (i, row_arg[i], row_min[i])]))
+        if max_cost is not None and picked[2] > max_cost:
+            merges, costs = merges[:m], costs[:m]
+            break
         a, b = sorted((int(picked[0]), int(picked[1])))
         costs[m] = picked[2]
         id_a, id_b = int(state.ids[a]), int(state.ids[b])

@@ -39,7 +39,12 @@ class HierarchicalSSE:
     Parameters
     ----------
     n_clusters:
-        Number of clusters to stop at (1..N, checked at ``fit``).
+        Number of clusters to stop at (1..N, checked at ``fit``); ``None`` with a
+        ``distance_threshold`` lets the data decide.
+    distance_threshold:
+        Stop before the first merge whose cost exceeds it (scikit-learn's meaning), so the
+        number of clusters follows the features, as DBSCAN's ``eps`` does; ``n_clusters``
+        (when given) still bounds it from below.
     lam:
         Weight of the regulariser, finite and >= 0. Ignored when ``regularizer="none"``.
     linkage:
@@ -71,9 +76,10 @@ class HierarchicalSSE:
 
     def __init__(
         self,
-        n_clusters: int,
+        n_clusters: int | None = None,
         *,
         lam: float,
+        distance_threshold: float | None = None,
         linkage: str = "single",
         regularizer: str = "sse",
         normalize: bool = True,
@@ -81,6 +87,7 @@ class HierarchicalSSE:
         precision: str = "auto",
     ) -> None:
         self.n_clusters = n_clusters
+        self.distance_threshold = distance_threshold
         self.lam = lam
         self.linkage = linkage
         self.regularizer = regularizer
@@ -101,6 +108,14 @@ class HierarchicalSSE:
             raise ValueError(f"lam must be a finite real number >= 0, got {self.lam!r}")
         if self.lam < 0:
             raise ValueError(f"lam must be >= 0, got {self.lam!r}")
+        if self.distance_threshold is not None:
+            t = self.distance_threshold
+            if isinstance(t, bool) or not isinstance(t, numbers.Real) or not math.isfinite(t) or t < 0:
+                raise ValueError(f"distance_threshold must be None or a finite real number >= 0, got {t!r}")
+        elif self.n_clusters is None:
+            raise ValueError("give n_clusters, distance_threshold or both; both are None")
+        if self.n_clusters is None:
+            return
         if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, numbers.Integral):
             raise ValueError(f"n_clusters must be an integer in [1, {n_samples}], got {self.n_clusters!r}")
         if not 1 <= self.n_clusters <= n_samples:
@@ -149,9 +164,9 @@ class HierarchicalSSE:
         X = xp.ascontiguousarray(X.astype(dtype, copy=False))
 
         log.info(
-            "HierarchicalSSE: %d samples -> %d clusters (linkage=%s, regularizer=%s, lam=%g, %s on %s)",
+            "HierarchicalSSE: %d samples -> %s clusters (linkage=%s, regularizer=%s, lam=%g, %s on %s)",
             n_samples,
-            self.n_clusters,
+            self.n_clusters if self.distance_threshold is None else f"cost <= {self.distance_threshold:g}, >= {self.n_clusters or 1}",
             self.linkage,
             self.regularizer,
             self.lam,
@@ -160,12 +175,13 @@ class HierarchicalSSE:
         )
         result = agglomerate(
             X,
-            int(self.n_clusters),
+            1 if self.n_clusters is None else int(self.n_clusters),
             lam=float(self.lam),
             linkage=self.linkage,
             regularizer=self.regularizer,
             xp=xp,
             dtype=dtype,
+            max_cost=None if self.distance_threshold is None else float(self.distance_threshold),
         )
         self.labels_ = result.labels
         self.n_clusters_ = int(self.labels_.max()) + 1

@@ -28,11 +28,13 @@ def extract_features(
     desc: str = "extract",
     bad_image_policy: str = "raise",
     skipped: list[str] | None = None,
+    normalize: bool = True,
 ) -> dict[str, np.ndarray]:
     """Return ``{view: float32 [len(records), D]}`` in the order of ``records``.
 
     With ``bad_image_policy="skip"`` an undecodable image gets its neighbour's features; its path is
     appended to ``skipped`` (when given) so the caller can report how many were left out.
+    ``normalize=False`` asks the model for its features before L2 normalisation.
 
     The model is put in eval mode for the pass (BN running statistics, no dropout) and put back
     in its previous mode afterwards, so an epoch can extract and then keep training.
@@ -49,7 +51,8 @@ def extract_features(
         iterator = tqdm(loader, desc=desc, unit="batch", leave=False)
     try:
         for images, _ in iterator:
-            out = model(images.to(device, non_blocking=True))
+            images = images.to(device, non_blocking=True)
+            out = model(images) if normalize else model(images, normalize=False)
             for view, feats in out.items():
                 chunks.setdefault(view, []).append(feats.float().cpu().numpy())
     finally:

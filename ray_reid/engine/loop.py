@@ -152,7 +152,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         from_teacher = teacher is not None and epoch == 0
         feats = extract_features(teacher if from_teacher else unwrap(model), [train[i] for i in shard], tf_test, device=ctx.device,
                                  loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image,
-                                 skipped=skipped)
+                                 skipped=skipped, normalize=cfg.cluster.sphere)
         t1 = time.perf_counter()
         pseudo = ctx.assign_labels(epoch, n_train, shard, feats)
         t2 = time.perf_counter()
@@ -183,6 +183,9 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
             "train_seconds": t3 - t2,
             **{k: v for k, v in train_metrics.items() if k != "train_seconds"},
         }
+        sizes = np.bincount(pseudo.labels[pseudo.labels >= 0]) if pseudo.n_clusters else np.zeros(1, np.int64)
+        metrics.update({"cluster_size_median": float(np.median(sizes)), "cluster_size_max": int(sizes.max()),
+                        "n_singletons": int((sizes == 1).sum())})
         if ctx.rank == 0:
             scores = clustering_scores(pseudo.labels, true_ids).as_dict()
             metrics.update({"ari": scores["ari"], "nmi": scores["nmi"],

@@ -102,15 +102,24 @@ def assign_pseudo_labels(
             raise ValueError(f"features of view {view!r} hold NaN or inf in {bad} of {n} rows; refusing to cluster")
     target = None
     if cfg.method == "hc_sse":
-        target = target_clusters(n, epoch, cfg)
         x = features[views[0]] if len(views) == 1 else clustering.fuse_views(
-            [features[v] for v in views], view_weights(views, cfg)
+            [features[v] for v in views], view_weights(views, cfg), normalize=cfg.sphere
         )
-        clusterer = clustering.HierarchicalSSE(
-            target, lam=cfg.lam, linkage=cfg.linkage, regularizer=cfg.regularizer, normalize=len(views) == 1,
-            device=cfg.device,
-        )
+        if cfg.schedule == "threshold":
+            clusterer = clustering.HierarchicalSSE(
+                None, distance_threshold=cfg.distance_threshold, lam=cfg.lam, linkage=cfg.linkage,
+                regularizer=cfg.regularizer, normalize=cfg.sphere and len(views) == 1, device=cfg.device,
+            )
+        else:
+            target = target_clusters(n, epoch, cfg)
+            clusterer = clustering.HierarchicalSSE(
+                target, lam=cfg.lam, linkage=cfg.linkage, regularizer=cfg.regularizer,
+                normalize=cfg.sphere and len(views) == 1, device=cfg.device,
+            )
         raw = clusterer.fit_predict(x)
+        if cfg.min_cluster_size > 1:
+            raw = np.asarray(raw).copy()
+            raw[np.bincount(raw)[raw] < cfg.min_cluster_size] = -1
     elif cfg.method == "dbscan_jaccard":
         if len(views) == 1:
             raw = clustering.JaccardDBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1, k2=cfg.k2,
@@ -123,8 +132,9 @@ def assign_pseudo_labels(
     centroids = {}
     if (labels >= 0).any():
         label_t = torch.from_numpy(labels)
-        for view in views:
-            centroids[view] = cluster_centroids(torch.from_numpy(np.ascontiguousarray(features[view])), label_t).numpy()
+        for view in views:  # memories hold sphere centroids even when clustering saw raw features
+            unit = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(features[view])).float(), dim=1)
+            centroids[view] = cluster_centroids(unit, label_t).numpy()
     result = PseudoLabels(labels=labels, centroids=centroids, target=target, seconds=time.perf_counter() - start)
     log.info(
         "epoch %d: %s gave %d clusters, %d outliers from %d images in %.1fs%s", epoch, cfg.method,

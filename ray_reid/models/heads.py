@@ -52,8 +52,9 @@ class BNNeck(nn.Module):
         nn.init.zeros_(self.bn.bias)
         self.bn.bias.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.bn(x), dim=1)
+    def forward(self, x: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        out = self.bn(x)
+        return F.normalize(out, dim=1) if normalize else out
 
 
 def view_regions(feature_map: torch.Tensor, views: tuple[str, ...]) -> dict[str, torch.Tensor]:

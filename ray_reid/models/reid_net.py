@@ -69,12 +69,13 @@ class ReidNet(nn.Module):
         self.pools = nn.ModuleDict({v: GeM(cfg.gem_p) for v in self.views})
         self.necks = nn.ModuleDict({v: BNNeck(self.embed_dim) for v in self.views})
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, normalize: bool = True) -> dict[str, torch.Tensor]:
+        """``normalize=False`` returns the BN-neck output before L2 normalisation (raw, non-sphere features)."""
         if x.ndim != 4 or x.shape[1] != 3:
             raise ValueError(f"ReidNet expects images [B, 3, H, W], got shape {tuple(x.shape)}")
         fmap = self.backbone(x)
         regions = view_regions(fmap, self.views)
-        return {v: self.necks[v](self.pools[v](regions[v])) for v in self.views}
+        return {v: self.necks[v](self.pools[v](regions[v]), normalize) for v in self.views}
 
 
 def build_model(cfg: ModelConfig) -> ReidNet:

@@ -226,3 +226,30 @@ def test_score_against_truth_reports_a_recovered_mixture():
     assert scores["n_clusters"] == 5 and scores["n_outliers"] == 0 and scores["n_samples"] == 40
     merged = score_against_truth(np.where(truth == 4, 3, truth), truth)
     assert merged["ari"] < 1.0 and merged["pairwise_precision"] < 1.0 and merged["pairwise_recall"] == 1.0
+
+
+@pytest.mark.parametrize("link", LINKAGES)
+def test_distance_threshold_matches_scipy_distance_cut(link):
+    """With no regulariser the greedy hierarchy is scipy's, so a cost cut is fcluster's 'distance' cut."""
+    rng = np.random.default_rng(5)
+    centres = _unit(rng.standard_normal((6, 8)))
+    x = _unit(np.repeat(centres, 15, axis=0) + 0.25 * rng.standard_normal((90, 8)))
+    tree = linkage(x, method=link, metric="sqeuclidean")
+    for t in (0.05, 0.3, 0.8, 1.5):
+        model = HierarchicalSSE(None, distance_threshold=t, lam=0.0, linkage=link, regularizer="none",
+                                device="cpu").fit(x)
+        theirs = fcluster(tree, t, criterion="distance")
+        assert adjusted_rand_score(theirs, model.labels_) == 1.0, t
+        assert model.n_clusters_ == len(np.unique(theirs))
+        assert (model.merge_costs_ <= t).all()
+
+
+def test_distance_threshold_keeps_n_clusters_as_a_floor_and_needs_one_of_the_two():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((40, 4))
+    assert HierarchicalSSE(10, distance_threshold=1e9, lam=0.1, device="cpu").fit(x).n_clusters_ == 10
+    assert HierarchicalSSE(None, distance_threshold=0.0, lam=0.1, device="cpu").fit(x).n_clusters_ == 40
+    with pytest.raises(ValueError, match="n_clusters, distance_threshold or both"):
+        HierarchicalSSE(None, lam=0.1).fit(x)
+    with pytest.raises(ValueError, match="distance_threshold"):
+        HierarchicalSSE(None, distance_threshold=-1.0, lam=0.1).fit(x)

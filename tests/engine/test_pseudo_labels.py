@@ -69,3 +69,30 @@ def test_non_finite_embeddings_are_refused(bad):
     feats["up"][5, 0] = bad
     with pytest.raises(ValueError, match=r"view 'up' hold NaN or inf in 1 of 40 rows"):
         assign_pseudo_labels(feats, ClusterConfig(), epoch=0)
+
+
+def test_threshold_schedule_lets_the_features_decide_and_small_clusters_become_outliers():
+    feats = {"global": views(n_per=8, centres=5)["global"]}
+    feats["global"] = np.concatenate([feats["global"], np.eye(24, dtype=np.float32)[:3]])  # 3 loners
+    cfg = ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.8, lam=0.0,
+                        regularizer="none")
+    result = assign_pseudo_labels(feats, cfg, epoch=0)
+    assert result.target is None
+    assert result.n_clusters == 8 and result.n_outliers == 0  # 5 groups + 3 singletons, wherever N puts HCT
+    pruned = assign_pseudo_labels(feats, ClusterConfig(**{**cfg.__dict__, "min_cluster_size": 2}), epoch=0)
+    assert pruned.n_clusters == 5 and pruned.n_outliers == 3
+    assert (pruned.labels[-3:] == -1).all()
+    assert pruned.centroids["global"].shape == (5, 24)
+
+
+def test_raw_features_are_clustered_unnormalised_but_memories_get_sphere_centroids():
+    x = views(n_per=6, centres=4)["global"]
+    scale = np.where(np.arange(len(x)) % 2 == 0, 1.0, 5.0).astype(np.float32)[:, None]  # a "camera gain"
+    raw = {"global": x * scale}
+    sphere = assign_pseudo_labels(raw, ClusterConfig(method="hc_sse", schedule="threshold",
+                                                     distance_threshold=0.8, lam=0.0, regularizer="none"), epoch=0)
+    unnorm = assign_pseudo_labels(raw, ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.8,
+                                                     lam=0.0, regularizer="none", sphere=False), epoch=0)
+    assert sphere.n_clusters == 4  # the gain is dropped with the length
+    assert unnorm.n_clusters > 4  # the gain splits every identity
+    np.testing.assert_allclose(np.linalg.norm(unnorm.centroids["global"], axis=1), 1.0, atol=1e-5)

@@ -1,0 +1,332 @@
+"""Do the papers' claimed effects show? The proxy matrix: every method from one pretrained init, ≥ 3 seeds.
+
+Starting point: the backbone of ``benchmarks/pretrain_proxy.py`` (identity-supervised on a
+*source* synthetic domain: the stand-in for ImageNet weights). Every row trains on the
+*target* domain (other identities, cameras and generator seed) with the same budget and is
+reported on the target's query/gallery at its **last** epoch (no selection on test mAP):
+
+    frozen       the init, no training (floor)
+    supervised   the same loop with the target's true train ids (ceiling)
+    cc_dbscan    cluster-contrast baseline: DBSCAN on the k-reciprocal Jaccard distance
+    hc_hct       hierarchical SSE with the HCT schedule restarting from 91% of N (before the fix)
+    hc_sse / hc_size / hc_none   hierarchical clustering with regulariser SSE / size / none
+    hc_raw       hc_sse on the features before L2 normalisation (no sphere features)
+    lp_global    Learning to Purification's clustering and memory, global view only
+    lp_teacher   LP teacher: global + upper/lower views, fused distance, three memories
+    lp_student   fresh model from the same init distilling from lp_teacher of the same seed
+
+    python benchmarks/reproduce.py [--domain target|val] [--seeds 0 1 2] [--rows ...] [--out DIR]
+    python benchmarks/reproduce.py --ray-check hc_sse      # one row again through Ray Train
+
+Choices (λ, schedule) are tuned with ``--domain val`` (another generator seed) and reported
+with ``--domain target``, never tuned there. Results accumulate in ``<out>/results.json`` (a
+finished (row, seed) is not rerun), and every call rewrites ``table.md``, ``bars.png``,
+``commands.sh`` (the exact command of each run) and ``effects.md`` (each claim with its
+margin in units of the seeds' standard deviation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pretrain_proxy import ensure_domain, proxy_root  # noqa: E402
+
+from ray_reid.atomic import atomic_write  # noqa: E402
+from ray_reid.config import config_from_dict, save_config  # noqa: E402
+
+log = logging.getLogger("reproduce")
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    kind: str = "usl"  # usl | frozen | supervised
+    overrides: dict[str, Any] = field(default_factory=dict)
+    teacher: str | None = None  # row whose same-seed run is the teacher
+
+
+# hierarchical rows: threshold schedule (tuned on the val domain: cost 0.08 gave ~100 clusters from the
+# frozen init there, ARI 0.25-0.31), clusters smaller than 2 left out as DBSCAN's outliers are
+HC = {"cluster.method": "hc_sse", "cluster.schedule": "threshold", "cluster.distance_threshold": 0.08,
+      "cluster.min_cluster_size": 2}
+LP = {"cluster.method": "dbscan_jaccard"}
+ROWS: dict[str, Row] = {
+    "frozen": Row("frozen init (no training)", kind="frozen"),
+    "supervised": Row("supervised on target (true ids)", kind="supervised"),
+    "cc_dbscan": Row("cluster-contrast (DBSCAN + Jaccard)", overrides={**LP}),
+    "hc_hct": Row("hierarchical SSE, HCT schedule from 91% of N (before the fix)",
+                  overrides={"cluster.method": "hc_sse", "cluster.schedule": "hct"}),
+    "hc_sse": Row("hierarchical, SSE regulariser", overrides={**HC, "cluster.regularizer": "sse"}),
+    "hc_size": Row("hierarchical, size regulariser", overrides={**HC, "cluster.regularizer": "size",
+                                                                "cluster.lam": 0.005}),
+    "hc_none": Row("hierarchical, no regulariser", overrides={**HC, "cluster.regularizer": "none"}),
+    "hc_raw": Row("hierarchical SSE, raw (non-sphere) features", overrides={**HC, "cluster.sphere": False}),
+    "lp_global": Row("LP teacher, global view only", overrides={**LP, "model.views": "global"}),
+    "lp_teacher": Row("LP teacher, multi-view", overrides={**LP, "model.views": "global+parts"}),
+    "lp_student": Row("LP student (distils lp_teacher)", overrides={**LP, "model.views": "global+parts"},
+                      teacher="lp_teacher"),
+}
+
+
+def weights_path() -> Path:
+    return proxy_root() / "resnet18_source.pth"
+
+
+def base_config(domain: str, *, epochs: int, iters: int, seed: int, storage: Path, name: str) -> dict[str, Any]:
+    """The shared recipe of every row: the papers' augmentation and optimiser, scaled to 2 CPU cores."""
+    return {
+        "data": {"dataset": "synthetic", "root": str(ensure_domain(domain)), "height": 64, "width": 32, "pad": 4},
+        "model": {"backbone": "resnet18", "views": "global", "pretrained": str(weights_path())},
+        "cluster": {"method": "hc_sse", "lam": 0.05, "linkage": "average", "merge_percent": 0.09,
+                    "min_clusters_ratio": 0.07},
+        "optim": {"epochs": epochs, "iters": iters, "p": 16, "k": 4, "lr": 3.5e-4, "step_size": 1000},
+        "run": {"name": name, "storage_path": str(storage), "num_workers": 0, "seed": seed, "eval_every": 1},
+    }
+
+
+def row_config(row_name: str, args: argparse.Namespace, seed: int) -> Any:
+    row = ROWS[row_name]
+    raw = base_config(args.domain, epochs=args.epochs, iters=args.iters, seed=seed,
+                      storage=(args.out / "runs").resolve(), name=f"{row_name}-s{seed}")
+    for dotted, value in {**row.overrides, **dict(args.set)}.items():
+        section, _, key = dotted.partition(".")
+        raw[section][key] = value
+    if row.teacher:
+        raw["run"]["teacher"] = str((args.out / "runs" / f"{row.teacher}-s{seed}").resolve())
+    return config_from_dict(raw)
+
+
+def _frozen(cfg) -> list[dict[str, Any]]:
+    from ray_reid.data.resolve import load_configured_dataset
+    from ray_reid.data.transforms import test_transform
+    from ray_reid.engine.context import LocalContext
+    from ray_reid.engine.loop import evaluate_model, model_config, transform_config
+    from ray_reid.models import build_model
+
+    dataset = load_configured_dataset(cfg.data.dataset, cfg.data.root)
+    model = build_model(model_config(cfg))
+    ctx = LocalContext(cfg.cluster, Path(cfg.run.storage_path) / cfg.run.name)
+    metrics = evaluate_model(model, dataset, cfg, ctx, test_transform(transform_config(cfg)))
+    return [{"epoch": -1, **metrics}]
+
+
+def run_one(row_name: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    from ray_reid.engine.context import LocalContext
+    from ray_reid.engine.loop import train_worker
+    from ray_reid.engine.supervised import train_supervised
+
+    cfg = row_config(row_name, args, seed)
+    run_dir = Path(cfg.run.storage_path) / cfg.run.name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a stale checkpoint would be resumed
+    run_dir.mkdir(parents=True)
+    save_config(cfg, run_dir / "config.yaml")
+    start = time.perf_counter()
+    kind = ROWS[row_name].kind
+    if kind == "frozen":
+        history = _frozen(cfg)
+    elif kind == "supervised":
+        history, _ = train_supervised(cfg)
+    else:
+        history = train_worker(cfg, LocalContext(cfg.cluster, run_dir))
+    seconds = time.perf_counter() - start
+    for old in sorted(run_dir.glob("checkpoint_*"))[:-1]:  # keep the last one (a teacher's, for its student)
+        shutil.rmtree(old)
+    last = history[-1]
+    keep = ("epoch", "mAP", "rank1", "ari", "nmi", "n_clusters", "n_outliers", "cluster_size_median",
+            "cluster_size_max", "n_singletons", "loss", "pairwise_precision", "pairwise_recall")
+    return {"mAP": last["mAP"], "rank1": last["rank1"], "ari": last.get("ari"), "n_clusters": last.get("n_clusters"),
+            "seconds": seconds, "history": [{k: h.get(k) for k in keep if k in h} for h in history]}
+
+
+def train_command(row_name: str, seed: int, args: argparse.Namespace) -> str:
+    cfg_path = args.out / "runs" / f"{row_name}-s{seed}" / "config.yaml"
+    if ROWS[row_name].kind == "usl":
+        return f"python jobs/train.py --config {cfg_path}"
+    return (f"python benchmarks/reproduce.py --domain {args.domain} --rows {row_name} --seeds {seed} "
+            f"--epochs {args.epochs} --iters {args.iters} --out {args.out}")
+
+
+# ---------------------------------------------------------------------------------------- reporting
+
+def _stats(results: dict, row: str, key: str = "mAP") -> tuple[float, float, int]:
+    values = [r[key] for r in results.get(row, {}).values() if r.get(key) is not None]
+    if not values:
+        return math.nan, math.nan, 0
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, len(values)
+
+
+CLAIMS = [  # (claim, better row, worse row)
+    ("sphere >= raw features (hierarchical SSE)", "hc_sse", "hc_raw"),
+    ("SSE >= size regulariser", "hc_sse", "hc_size"),
+    ("size >= no regulariser", "hc_size", "hc_none"),
+    ("multi-view teacher >= global-only teacher", "lp_teacher", "lp_global"),
+    ("student >= teacher", "lp_student", "lp_teacher"),
+    ("hc_sse above the frozen init", "hc_sse", "frozen"),
+    ("hc_sse level with the cluster-contrast baseline", "hc_sse", "cc_dbscan"),
+]
+
+
+def margin(results: dict, better: str, worse: str) -> tuple[float, float]:
+    """(difference of means in mAP points, difference in units of the larger std of the two rows)."""
+    mb, sb, _ = _stats(results, better)
+    mw, sw, _ = _stats(results, worse)
+    diff = mb - mw
+    spread = max(sb, sw)
+    return 100 * diff, (diff / spread if spread > 0 else math.copysign(math.inf, diff) if diff else 0.0)
+
+
+def write_reports(results: dict, args: argparse.Namespace) -> None:
+    out = args.out
+    order = [r for r in ROWS if r in results]
+    lines = [f"Proxy benchmark, domain `{args.domain}`: ResNet-18 from the source-pretrained init, 64x32, "
+             f"{args.epochs} epochs x {args.iters} iterations, batch 16x4, last epoch reported.", "",
+             "| row | mAP (mean ± std) | rank-1 | ARI | clusters | seeds | s/run |", "|---|---|---|---|---|---|---|"]
+    for row in order:
+        m, s, n = _stats(results, row)
+        r1, r1s, _ = _stats(results, row, "rank1")
+        ari, _, na = _stats(results, row, "ari")
+        cl, _, _ = _stats(results, row, "n_clusters")
+        secs, _, _ = _stats(results, row, "seconds")
+        lines.append(f"| {ROWS[row].label} (`{row}`) | {100 * m:.1f} ± {100 * s:.1f} | {100 * r1:.1f} ± {100 * r1s:.1f} "
+                     f"| {'%.3f' % ari if na else '-'} | {'%.0f' % cl if na else '-'} | {n} | {secs:.0f} |")
+    atomic_write(out / "table.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    print("\n".join(lines))
+
+    eff = ["| claim | rows | margin (mAP points) | margin / std | holds |", "|---|---|---|---|---|"]
+    for claim, better, worse in CLAIMS:
+        if better in results and worse in results:
+            d, z = margin(results, better, worse)
+            level = "level" in claim
+            holds = abs(z) <= 1 or d >= 0 if level else d >= 0
+            eff.append(f"| {claim} | `{better}` vs `{worse}` | {d:+.1f} | {z:+.1f} | {'yes' if holds else 'no'} |")
+    if "frozen" in results and "supervised" in results:
+        lo, hi = _stats(results, "frozen")[0], _stats(results, "supervised")[0]
+        inside = [r for r in order if ROWS[r].kind == "usl" and lo <= _stats(results, r)[0] <= hi]
+        eff.append(f"| every USL row between frozen and supervised | {len(inside)} of "
+                   f"{sum(ROWS[r].kind == 'usl' for r in order)} | | | "
+                   f"{'yes' if len(inside) == sum(ROWS[r].kind == 'usl' for r in order) else 'no'} |")
+    atomic_write(out / "effects.md", lambda tmp: Path(tmp).write_text("\n".join(eff) + "\n"))
+    print("\n".join(eff))
+
+    cmds = ["# exact commands of every run in results.json (configs written by benchmarks/reproduce.py)",
+            "python benchmarks/pretrain_proxy.py"]
+    for row in order:
+        for seed in sorted(results[row], key=int):
+            cmds.append(train_command(row, int(seed), args))
+    atomic_write(out / "commands.sh", lambda tmp: Path(tmp).write_text("\n".join(cmds) + "\n"))
+    _bars(results, order, out / "bars.png", args)
+
+
+def _bars(results: dict, order: list[str], path: Path, args: argparse.Namespace) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    means = [100 * _stats(results, r)[0] for r in order]
+    stds = [100 * _stats(results, r)[1] for r in order]
+    colours = ["#999999" if ROWS[r].kind != "usl" else "#4477aa" for r in order]
+    ax.bar(range(len(order)), means, yerr=stds, capsize=4, color=colours)
+    for i, r in enumerate(order):
+        for v in results[r].values():
+            ax.plot(i, 100 * v["mAP"], "k.", ms=4)
+    ax.set_xticks(range(len(order)), order, rotation=30, ha="right")
+    ax.set_ylabel("mAP (%) on held-out ids, last epoch")
+    ax.set_title(f"proxy benchmark ({args.domain} domain): mean ± std over seeds, dots = seeds")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _save(path: Path, results: dict) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results, indent=1)))
+
+
+def ray_check(row_name: str, args: argparse.Namespace) -> int:
+    """Run one (row, seed 0) through Ray Train (1 worker) with the same config and compare the figures."""
+    cfg = row_config(row_name, args, 0)
+    results = _load(args.out / "results.json")
+    if "0" not in results.get(row_name, {}):
+        raise SystemExit(f"run `--rows {row_name} --seeds 0` in-process first")
+    raw = cfg.to_dict()
+    raw["run"].update(num_workers=1, cpus_per_worker=2, name=f"{row_name}-s0-ray")
+    ray_cfg = config_from_dict(raw)
+    path = args.out / "runs" / f"{row_name}-s0-ray.yaml"
+    save_config(ray_cfg, path)
+    shutil.rmtree(Path(ray_cfg.run.storage_path) / ray_cfg.run.name, ignore_errors=True)
+    cmd = [sys.executable, str(REPO / "jobs" / "train.py"), "--config", str(path)]
+    print("running", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+    summary = json.loads((Path(ray_cfg.run.storage_path) / ray_cfg.run.name / "summary.json").read_text())
+    local = results[row_name]["0"]
+    line = (f"{row_name} seed 0: in-process mAP {100 * local['mAP']:.2f}% ARI {local['ari']:.3f} clusters "
+            f"{local['n_clusters']} | Ray Train (1 worker) mAP {100 * summary['mAP']:.2f}% ARI {summary['ari']:.3f} "
+            f"clusters {summary['n_clusters']}")
+    print(line)
+    atomic_write(args.out / "ray_check.md", lambda tmp: Path(tmp).write_text(line + "\n" + " ".join(cmd) + "\n"))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--domain", choices=("target", "val"), default="target")
+    ap.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=15)
+    ap.add_argument("--out", type=Path, default=None, help="default: runs/reproduce-<domain>")
+    ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                    help="extra config override for every row (tuning on --domain val)")
+    ap.add_argument("--force", action="store_true", help="rerun (row, seed) pairs already in results.json")
+    ap.add_argument("--ray-check", metavar="ROW", default=None)
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args(argv)
+    args.out = (args.out or Path(f"runs/reproduce-{args.domain}")).resolve()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not weights_path().is_file():
+        raise SystemExit(f"no proxy weights at {weights_path()}: run python benchmarks/pretrain_proxy.py first")
+    if args.ray_check:
+        return ray_check(args.ray_check, args)
+    results_path = args.out / "results.json"
+    results = _load(results_path)
+    if not args.report_only:
+        rows = sorted(args.rows, key=lambda r: list(ROWS).index(r))  # teachers before their students
+        for seed in args.seeds:
+            for row in rows:
+                if str(seed) in results.get(row, {}) and not args.force:
+                    continue
+                seeds = [0] if ROWS[row].kind == "frozen" else args.seeds
+                if seed not in seeds:
+                    continue
+                log.info("=== %s, seed %d (%s)", row, seed, ROWS[row].label)
+                res = run_one(row, seed, args)
+                log.info("=== %s, seed %d: mAP %.1f%% rank-1 %.1f%% in %.0f s", row, seed, 100 * res["mAP"],
+                         100 * res["rank1"], res["seconds"])
+                results = _load(results_path)
+                results.setdefault(row, {})[str(seed)] = res
+                _save(results_path, results)
+    write_reports(results, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
