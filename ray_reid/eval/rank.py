@@ -144,6 +144,39 @@ def _chunk_ranks(
     return rows.astype(np.int64), ranks
 
 
+#: How ``evaluate_rank`` finds the ranks of the true matches.
+METHODS = ("count", "sort")
+
+
+def _match_ranks_by_counting(
+    dist: np.ndarray,
+    q_pids: np.ndarray,
+    q_camids: np.ndarray,
+    g_pids: np.ndarray,
+    g_camids: np.ndarray,
+    by_pid: np.ndarray,
+    sorted_pids: np.ndarray,
+    start: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(rows, ranks)`` as :func:`_chunk_ranks` returns them, from the compiled counting kernel."""
+    from ray_reid.eval import _rank_kernel  # numba compiles on first use: only when evaluating
+
+    group_start = np.searchsorted(sorted_pids, q_pids, side="left")
+    group_stop = np.searchsorted(sorted_pids, q_pids, side="right")
+    counts = _rank_kernel.count_matches(q_pids, q_camids, g_camids, by_pid, group_start, group_stop)
+    offsets = np.zeros(len(q_pids) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    ranks = np.empty(int(offsets[-1]), dtype=np.int64)
+    dist = np.ascontiguousarray(dist)
+    first_nan = _rank_kernel.match_ranks(
+        dist, q_pids, q_camids, g_pids, g_camids, by_pid, group_start, group_stop, offsets, ranks
+    )
+    if first_nan >= 0:
+        raise ValueError(f"distmat contains NaN (first in query row {start + int(first_nan)})")
+    rows = np.repeat(np.arange(len(q_pids), dtype=np.int64), counts)
+    return rows, ranks
+
+
 def evaluate_rank(
     distmat: Any,
     q_pids: Any,
@@ -156,6 +189,7 @@ def evaluate_rank(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     n_jobs: int = 1,
     progress: bool = False,
+    method: str = "count",
 ) -> tuple[np.ndarray, float]:
     """CMC curve and mAP of a query × gallery distance matrix, Market-1501 protocol.
 
@@ -172,15 +206,26 @@ def evaluate_rank(
     first match by then), which is what the definition gives — torchreid instead shortens
     the curve, which breaks callers that index ``cmc[9]`` on a tiny gallery.
 
-    ``chunk_size`` (query rows per step) defaults to what fits ``memory_budget`` bytes of
-    working arrays; the result does not depend on it. ``n_jobs`` threads work on chunks
-    at once (NumPy's sort releases the GIL); the budget is then shared between them. ``distmat`` may be a NumPy array
-    (any real dtype; float32 and float64 are used as they are) or a torch tensor.
+    ``distmat`` is a NumPy array (any real dtype; float32 and float64 are used as they
+    are), a torch tensor, or any :class:`~ray_reid.eval.topk.DistanceBlocks` (features or a
+    re-ranked distance, computed a block of query rows at a time and never held whole).
+
+    ``method`` picks how each true match's rank is found; both give the same ranks, hence
+    bit-identical results. ``"count"`` (default): one pass over each row counts the kept
+    entries before every match (compiled; see :mod:`ray_reid.eval._rank_kernel`).
+    ``"sort"``: the rows' values are sorted and the matches binary-searched in them (the
+    reference, ~10× slower). ``chunk_size`` (query rows per step) defaults to what fits
+    ``memory_budget`` bytes of working arrays; the result does not depend on it. ``n_jobs``
+    threads work on chunks at once (both methods release the GIL); the budget is then
+    shared between them.
 
     Returns ``(cmc, mAP)``: a float64 array of length ``max_rank`` and a float in [0, 1].
     """
-    dist = _as_numpy_2d(distmat)
-    num_q, num_g = dist.shape
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    blocks = distmat if hasattr(distmat, "block") and hasattr(distmat, "shape") else None
+    dist = None if blocks is not None else _as_numpy_2d(distmat)
+    num_q, num_g = (int(v) for v in (blocks.shape if blocks is not None else dist.shape))
     q_pids = _as_ids("q_pids", q_pids, num_q, "query rows")
     q_camids = _as_ids("q_camids", q_camids, num_q, "query rows")
     g_pids = _as_ids("g_pids", g_pids, num_g, "gallery columns")
@@ -189,24 +234,47 @@ def evaluate_rank(
         raise ValueError(f"max_rank must be a positive integer, got {max_rank!r}")
     max_rank = int(max_rank)
     if num_q == 0 or num_g == 0:
-        raise ValueError(f"distmat is empty (shape {dist.shape}): need at least one query and one gallery entry")
+        raise ValueError(f"distmat is empty (shape {(num_q, num_g)}): need at least one query and one gallery entry")
 
-    work_dtype = dist.dtype if dist.dtype in (np.float32, np.float64) else np.dtype(np.float64)
+    if blocks is not None:
+        work_dtype = np.dtype(np.float32)
+    else:
+        work_dtype = dist.dtype if dist.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, (int, np.integer)) or n_jobs < 1:
         raise ValueError(f"n_jobs must be a positive integer, got {n_jobs!r}")
     if chunk_size is None:
-        chunk_size = auto_chunk_size(num_g, work_dtype, memory_budget // n_jobs, needs_cast=work_dtype != dist.dtype)
+        if method == "sort":
+            chunk_size = auto_chunk_size(
+                num_g, work_dtype, memory_budget // n_jobs, needs_cast=blocks is not None or work_dtype != dist.dtype
+            )
+        else:  # only the rows themselves: a block computed or cast for the step
+            chunk_size = max(1, int((memory_budget // n_jobs) // (num_g * work_dtype.itemsize)))
+            if blocks is None and work_dtype == dist.dtype:  # rows are views: keep steps short for threads
+                chunk_size = min(chunk_size, max(64, -(-num_q // (4 * n_jobs))))
     elif isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
     chunk_size = min(int(chunk_size), num_q)
 
     g_valid = g_pids != JUNK_PID
+    if method == "count":
+        by_pid = np.argsort(g_pids, kind="stable")
+        sorted_pids = g_pids[by_pid]
     ap = np.full(num_q, np.nan)
     first_hit_counts = np.zeros(max_rank + 1, dtype=np.int64)  # last bin: first hit beyond max_rank
 
     def ranks_of_chunk(start: int) -> tuple[int, int, np.ndarray, np.ndarray]:
         stop = min(start + chunk_size, num_q)
-        chunk = np.asarray(dist[start:stop], dtype=work_dtype)
+        if blocks is not None:
+            chunk = np.asarray(blocks.block(start, stop))
+            if chunk.shape != (stop - start, num_g) or chunk.dtype.kind != "f":
+                raise ValueError(f"distance block {start}:{stop} has shape {chunk.shape} and dtype {chunk.dtype}, "
+                                 f"expected ({stop - start}, {num_g}) floats")
+        else:
+            chunk = np.asarray(dist[start:stop], dtype=work_dtype)
+        if method == "count":
+            rows, ranks = _match_ranks_by_counting(chunk, q_pids[start:stop], q_camids[start:stop], g_pids, g_camids,
+                                                   by_pid, sorted_pids, start)
+            return start, stop, rows, ranks
         nan_rows = np.isnan(chunk).any(axis=1)
         if nan_rows.any():
             raise ValueError(f"distmat contains NaN (first in query row {start + int(np.flatnonzero(nan_rows)[0])})")

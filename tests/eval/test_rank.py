@@ -206,3 +206,35 @@ def test_threads_give_identical_results():
     assert serial[1] == threaded[1]
     with pytest.raises(ValueError, match="n_jobs must be a positive integer"):
         evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, n_jobs=0)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_counting_and_sorting_methods_give_bit_identical_results(ties):
+    distmat, q_pids, g_pids, q_cams, g_cams = random_case(11, num_q=150, num_g=900, n_ids=40, n_cams=5, ties=ties)
+    by_count = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=30, method="count", chunk_size=17)
+    by_sort = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=30, method="sort")
+    assert np.array_equal(by_count[0], by_sort[0]) and by_count[1] == by_sort[1]
+
+
+def test_distance_blocks_are_ranked_like_the_dense_matrix():
+    from ray_reid.eval.topk import FeatureDistances
+
+    rng = np.random.default_rng(3)
+    q, g = rng.standard_normal((40, 8)), rng.standard_normal((200, 8))
+    q_pids, g_pids = rng.integers(1, 10, 40), rng.integers(-1, 10, 200)
+    q_cams, g_cams = rng.integers(0, 3, 40), rng.integers(0, 3, 200)
+    blocks = FeatureDistances(q, g)
+    dense = blocks.block(0, 40)
+    ref = evaluate_rank(dense, q_pids, g_pids, q_cams, g_cams, max_rank=10, method="sort")
+    got = evaluate_rank(blocks, q_pids, g_pids, q_cams, g_cams, max_rank=10, chunk_size=40)
+    assert np.array_equal(got[0], ref[0]) and got[1] == ref[1]
+
+
+@pytest.mark.parametrize("method", ["count", "sort"])
+def test_nan_in_a_row_without_matches_is_still_reported(method):
+    distmat, q_pids, g_pids, q_cams, g_cams = random_case(2)
+    distmat[0, 5] = np.nan  # query 0's id is absent from the gallery
+    with pytest.raises(ValueError, match="NaN .first in query row 0"):
+        evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, method=method)
+    with pytest.raises(ValueError, match="method must be one of"):
+        evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams, method="argsort")
