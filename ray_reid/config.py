@@ -182,6 +182,7 @@ class RunSection:
     teacher: str | None = None
     save_embeddings: bool = False
     s3_endpoint: str | None = None
+    mlflow_uri: str | None = None  # also log the run to this MLflow tracking URI (needs the mlflow extra)
 
     def __post_init__(self) -> None:
         _check(bool(self.name) and "/" not in self.name, "run.name", self.name, "a non-empty name without '/'")

@@ -93,8 +93,10 @@ def train(cfg: TrainConfig) -> RunResult:
 
 def evaluate(run_or_checkpoint: str | os.PathLike, *, out: str | os.PathLike | None = None,
              dataset: str | None = None, data_root: str | None = None, max_tsne_points: int = 2000,
-             s3_endpoint: str | None = None) -> dict[str, Any]:
+             s3_endpoint: str | None = None, rerank: Any = None) -> dict[str, Any]:
     """Evaluate a checkpoint (a run folder means its latest registered one), local or on S3.
+
+    ``rerank`` (a :class:`~ray_reid.eval.rerank.RerankConfig`) adds k-reciprocal re-ranked figures.
 
     Writes metrics.json, rank_list.png and embedding.png into ``out`` (default: ``<checkpoint>/eval``,
     uploaded there when the checkpoint is on S3) and returns the metrics with ``"out"`` added.
@@ -109,7 +111,7 @@ def evaluate(run_or_checkpoint: str | os.PathLike, *, out: str | os.PathLike | N
     target = locations.absolute(out) if out is not None else locations.join(checkpoint, "eval")
     with locations.writable_dir(target) as folder:
         metrics = evaluate_checkpoint(locations.local_checkpoint(checkpoint), folder, dataset=dataset,
-                                      data_root=data_root, max_tsne_points=max_tsne_points)
+                                      data_root=data_root, max_tsne_points=max_tsne_points, rerank=rerank)
     metrics["checkpoint"] = checkpoint
     log.info("mAP %.1f%% rank-1 %.1f%% rank-5 %.1f%% rank-10 %.1f%% of %s; written to %s", 100 * metrics["mAP"],
              100 * metrics["rank1"], 100 * metrics["rank5"], 100 * metrics["rank10"], checkpoint, target)

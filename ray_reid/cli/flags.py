@@ -50,6 +50,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type, str]] = {
     "eval-every": ("run.eval_every", int, "evaluate every N epochs (and at the end)"),
     "max-failures": ("run.max_failures", int, "worker-group restarts allowed"),
     "teacher": ("run.teacher", str, "finished run or checkpoint (path or s3://) to distil from"),
+    "mlflow": ("run.mlflow_uri", str, "also log the run to this MLflow tracking URI (pip install 'ray-reid[mlflow]')"),
     "s3-endpoint": ("run.s3_endpoint", str, "custom S3 endpoint (MinIO, Ceph, ...); credentials from the AWS chain"),
 }
 

@@ -427,9 +427,22 @@ def build_tuner(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Sw
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search_alg,
                                     num_samples=sweep.num_samples,
                                     max_concurrent_trials=sweep.max_concurrent_trials),
-        run_config=tune.RunConfig(name=sweep.name, storage_path=storage, callbacks=list(callbacks or [])),
+        run_config=tune.RunConfig(name=sweep.name, storage_path=storage,
+                                  callbacks=logger_callbacks(base_cfg.run.mlflow_uri, sweep.name) + list(callbacks or [])),
     )
     return tuner, experiment_path, base, dict(space)
+
+
+def logger_callbacks(mlflow_uri: str | None, experiment: str) -> list:
+    """Tune's own loggers: per-trial TensorBoard event files, CSV and JSON (and MLflow when a URI is given)."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    out = [TBXLoggerCallback(), CSVLoggerCallback(), JsonLoggerCallback()]
+    if mlflow_uri:
+        from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+        out.append(MLflowLoggerCallback(tracking_uri=mlflow_uri, experiment_name=experiment))
+    return out
 
 
 def _trainable(base: dict[str, Any], sweep: SweepConfig, storage: str):

@@ -35,8 +35,11 @@ EMBEDDING_FILE = "embedding.png"
 
 def evaluate_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, dataset: str | None = None,
                         data_root: str | None = None, max_tsne_points: int = 2000,
-                        device: str | None = None) -> dict[str, Any]:
+                        device: str | None = None, rerank: Any = None) -> dict[str, Any]:
     """Write metrics.json, rank_list.png and embedding.png for a local checkpoint folder; return the metrics.
+
+    With ``rerank`` (a :class:`~ray_reid.eval.rerank.RerankConfig`) the metrics also carry the
+    k-reciprocal re-ranked figures under ``"rerank"`` (and the rank list uses that distance).
 
     ``dataset``/``data_root`` default to the ones the checkpoint was trained on; naming another
     dataset without a root means its registered default location (``None``).
@@ -59,6 +62,12 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, data
     records = list(data.query) + list(data.gallery)
     feats = extract_features(model, records, transform, device=device, progress=True, desc="query+gallery")["global"]
     metrics: dict[str, Any] = query_gallery_metrics(feats, data.query, data.gallery)
+    if rerank is not None:
+        reranked = query_gallery_metrics(feats, data.query, data.gallery, rerank=rerank)
+        metrics["rerank"] = {**reranked, **dataclasses.asdict(rerank)}
+        log.info("re-ranked (k1=%d k2=%d lambda=%.2f): mAP %.1f%% -> %.1f%%, rank-1 %.1f%% -> %.1f%%", rerank.k1,
+                 rerank.k2, rerank.lambda_value, 100 * metrics["mAP"], 100 * reranked["mAP"],
+                 100 * metrics["rank1"], 100 * reranked["rank1"])
     metrics.update({"checkpoint": str(checkpoint_dir), "dataset": name, "epoch": int(loaded["state"]["epoch"])})
 
     train_feats = extract_features(model, data.train, transform, device=device, progress=True, desc="train")["global"]
@@ -69,7 +78,13 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, data
         metrics.update({f"pseudo_{k}": v for k, v in clustering_scores(pseudo, true_ids).as_dict().items()})
     write_json(out_dir / METRICS_FILE, metrics)
     nq = len(data.query)
-    plot_rank_list(data.query, data.gallery, compute_distmat(feats[:nq], feats[nq:]), out_dir / RANK_LIST_FILE)
+    if rerank is not None:
+        from ray_reid.eval.rerank import k_reciprocal_rerank
+
+        distmat = k_reciprocal_rerank(feats[:nq], feats[nq:], rerank).to_dense()
+    else:
+        distmat = compute_distmat(feats[:nq], feats[nq:])
+    plot_rank_list(data.query, data.gallery, distmat, out_dir / RANK_LIST_FILE)
     plot_embedding(train_feats, true_ids, pseudo if pseudo is not None else np.full(len(true_ids), -1),
                    out_dir / EMBEDDING_FILE, max_points=max_tsne_points)
     return metrics

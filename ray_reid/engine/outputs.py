@@ -13,6 +13,7 @@ from typing import Any
 from ray_reid.atomic import atomic_write
 from ray_reid.config import TrainConfig, save_config
 from ray_reid.engine.checkpoint import write_json
+from ray_reid.engine.tracking import TENSORBOARD_DIR, flatten, log_to_mlflow, write_tensorboard
 from ray_reid.eval.plots import plot_training_curves
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,11 @@ def summarize(history: list[dict[str, Any]], cfg: TrainConfig, wall_seconds: flo
 
 def write_run_outputs(run_dir: str | os.PathLike, history: list[dict[str, Any]], cfg: TrainConfig,
                       wall_seconds: float, **extra: Any) -> dict[str, Any]:
-    """Write summary.json, metrics.csv, training_curves.png and config.yaml; return the summary."""
+    """Write summary.json, metrics.csv, training_curves.png, config.yaml and TensorBoard event files.
+
+    With ``cfg.run.mlflow_uri`` the same figures, the config and those files also go to MLflow.
+    Returns the summary.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(history, cfg, wall_seconds, **extra)
@@ -67,5 +72,12 @@ def write_run_outputs(run_dir: str | os.PathLike, history: list[dict[str, Any]],
     atomic_write(run_dir / "metrics.csv", lambda tmp: Path(tmp).write_text(buf.getvalue()))
     plot_training_curves(history, run_dir / "training_curves.png")
     save_config(cfg, run_dir / "config.yaml")
-    log.info("run outputs written to %s", run_dir)
+    write_tensorboard(run_dir, history)
+    if cfg.run.mlflow_uri:
+        run_id = log_to_mlflow(cfg.run.mlflow_uri, "ray-reid", cfg.run.name, flatten(cfg.to_dict()), history,
+                               [run_dir / n for n in ("summary.json", "metrics.csv", "training_curves.png",
+                                                      "config.yaml")])
+        log.info("logged to MLflow at %s (run %s)", cfg.run.mlflow_uri, run_id)
+    log.info("run outputs written to %s (TensorBoard: tensorboard --logdir %s/%s)", run_dir, run_dir,
+             TENSORBOARD_DIR)
     return summary

@@ -26,12 +26,15 @@ def reid_metrics(
     ranks: Sequence[int] = (1, 5, 10),
     *,
     normalize: bool = True,
+    rerank: Any = None,
 ) -> dict[str, float]:
     """``{"mAP": .., "rank1": .., "rank5": .., "rank10": ..}`` as fractions in [0, 1].
 
     Features are L2-normalised first (``normalize=True``, idempotent for features that
     already are), so the distance is ``2 − 2·cos`` as the Market-1501 protocol expects.
-    A ``rank{k}`` key is produced for every ``k`` in ``ranks``.
+    A ``rank{k}`` key is produced for every ``k`` in ``ranks``. With ``rerank`` (a
+    :class:`~ray_reid.eval.rerank.RerankConfig`) the gallery is ranked by the k-reciprocal
+    re-ranked distance instead.
     """
     ranks = tuple(ranks)
     if not ranks or any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1 for r in ranks):
@@ -40,14 +43,20 @@ def reid_metrics(
     g = _as_features("gallery_feats", gallery_feats)
     if normalize:
         q, g = l2_normalize(q), l2_normalize(g)
-    distmat = compute_distmat(q, g)
+    if rerank is not None:
+        from ray_reid.eval.rerank import k_reciprocal_rerank
+
+        distmat = k_reciprocal_rerank(q, g, rerank)
+    else:
+        distmat = compute_distmat(q, g)
     cmc, m_ap = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max(ranks))
     out = {"mAP": m_ap}
     out.update({f"rank{int(r)}": float(cmc[int(r) - 1]) for r in ranks})
     return out
 
 
-def query_gallery_metrics(features: Any, query: Sequence[Any], gallery: Sequence[Any]) -> dict[str, float]:
+def query_gallery_metrics(features: Any, query: Sequence[Any], gallery: Sequence[Any], *,
+                          rerank: Any = None) -> dict[str, float]:
     """:func:`reid_metrics` of features in ``query + gallery`` order, ids and cameras from the records."""
     records = list(query) + list(gallery)
     feats = _as_features("features", features)
@@ -56,4 +65,4 @@ def query_gallery_metrics(features: Any, query: Sequence[Any], gallery: Sequence
     nq = len(query)
     pids = np.array([r.pid for r in records])
     cams = np.array([r.camid for r in records])
-    return reid_metrics(feats[:nq], feats[nq:], pids[:nq], pids[nq:], cams[:nq], cams[nq:])
+    return reid_metrics(feats[:nq], feats[nq:], pids[:nq], pids[nq:], cams[:nq], cams[nq:], rerank=rerank)

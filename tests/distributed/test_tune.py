@@ -298,3 +298,12 @@ def test_restore_finishes_interrupted_sweep_without_rerunning(ray_session, relea
     (resumed,) = set(after) - set(finished)
     assert len(after[resumed]) == 2 and set(before.get(resumed, [])) <= set(after[resumed])  # none trained twice
     assert outcome.files["best_config"].is_file()
+
+
+def test_sweeps_use_tunes_own_logger_callbacks():
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    from ray_reid.distributed.tune import logger_callbacks
+
+    kinds = [type(c) for c in logger_callbacks(None, "s")]
+    assert kinds == [TBXLoggerCallback, CSVLoggerCallback, JsonLoggerCallback]
