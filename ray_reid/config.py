@@ -95,10 +95,11 @@ class ClusterConfig:
     linkage: str = "average"
     regularizer: str = "sse"
     # "hct": a target count shrinking by merge_percent of N per epoch (BUC/HCT); "threshold": merge
-    # while the merge cost stays <= distance_threshold, so the count follows the features (as
-    # DBSCAN's eps does) and a pretrained init's structure is kept from epoch 0.
+    # while the merge cost stays <= distance_threshold x the mean pairwise squared distance of the
+    # epoch's features, so the count follows the features (as DBSCAN's eps does) and a pretrained
+    # init's structure is kept from epoch 0.
     schedule: str = "hct"
-    distance_threshold: float = 0.6
+    distance_threshold: float = 1.0
     merge_percent: float = 0.07  # HCT: each epoch's target shrinks by this fraction of N
     first_step: int = 0  # schedule step used at epoch 0
     min_clusters_ratio: float = 0.05  # never merge below this fraction of N

@@ -56,6 +56,20 @@ def target_clusters(n_samples: int, epoch: int, cfg: ClusterConfig) -> int:
     return max(floor, hct_target_clusters(n_samples, cfg.merge_percent, cfg.first_step + epoch))
 
 
+def mean_sq_distance(x: np.ndarray, *, unit: bool) -> float:
+    """Mean squared distance over all pairs (i, j), 2(mean‖x‖² − ‖mean x‖²), in O(N·d).
+
+    The threshold schedule is relative to it: training spreads the features (a pretrained init's
+    are packed in a narrow cone: 0.08 on the proxy's validation domain; trained ones near 2), so
+    an absolute cost threshold that fits epoch 0 leaves only singletons a few epochs later.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if unit:
+        x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    mean = x.mean(axis=0)
+    return float(2.0 * ((x * x).sum(axis=1).mean() - mean @ mean))
+
+
 def _relabel_compact(labels: np.ndarray) -> np.ndarray:
     """Map labels to 0..C-1 in order of first appearance, keeping -1 for outliers."""
     out = np.full(labels.shape, -1, dtype=np.int64)
@@ -107,7 +121,8 @@ def assign_pseudo_labels(
         )
         if cfg.schedule == "threshold":
             clusterer = clustering.HierarchicalSSE(
-                None, distance_threshold=cfg.distance_threshold, lam=cfg.lam, linkage=cfg.linkage,
+                None, distance_threshold=cfg.distance_threshold * mean_sq_distance(x, unit=cfg.sphere and len(views) == 1),
+                lam=cfg.lam, linkage=cfg.linkage,
                 regularizer=cfg.regularizer, normalize=cfg.sphere and len(views) == 1, device=cfg.device,
             )
         else:
@@ -120,6 +135,9 @@ def assign_pseudo_labels(
         if cfg.min_cluster_size > 1:
             raw = np.asarray(raw).copy()
             raw[np.bincount(raw)[raw] < cfg.min_cluster_size] = -1
+            if (raw < 0).all():
+                raise ValueError(f"epoch {epoch}: every cluster is smaller than cluster.min_cluster_size="
+                                 f"{cfg.min_cluster_size}; raise cluster.distance_threshold ({cfg.distance_threshold})")
     elif cfg.method == "dbscan_jaccard":
         if len(views) == 1:
             raw = clustering.JaccardDBSCAN(eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1, k2=cfg.k2,

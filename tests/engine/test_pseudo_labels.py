@@ -5,7 +5,7 @@ import pytest
 
 from ray_reid.clustering import HierarchicalSSE, JaccardDBSCAN, fuse_views
 from ray_reid.config import ClusterConfig
-from ray_reid.engine.pseudo_labels import assign_pseudo_labels, target_clusters
+from ray_reid.engine.pseudo_labels import assign_pseudo_labels, mean_sq_distance, target_clusters
 
 
 def views(seed=0, n_per=8, centres=5, dim=24):
@@ -74,9 +74,13 @@ def test_non_finite_embeddings_are_refused(bad):
 def test_threshold_schedule_lets_the_features_decide_and_small_clusters_become_outliers():
     feats = {"global": views(n_per=8, centres=5)["global"]}
     feats["global"] = np.concatenate([feats["global"], np.eye(24, dtype=np.float32)[:3]])  # 3 loners
-    cfg = ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.8, lam=0.0,
+    cfg = ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.4, lam=0.0,
                         regularizer="none")
     result = assign_pseudo_labels(feats, cfg, epoch=0)
+    scale = mean_sq_distance(feats["global"], unit=True)
+    direct = HierarchicalSSE(None, distance_threshold=0.4 * scale, lam=0.0, regularizer="none").fit_predict(
+        feats["global"])
+    assert same_partition(result.labels, direct)
     assert result.target is None
     assert result.n_clusters == 8 and result.n_outliers == 0  # 5 groups + 3 singletons, wherever N puts HCT
     pruned = assign_pseudo_labels(feats, ClusterConfig(**{**cfg.__dict__, "min_cluster_size": 2}), epoch=0)
@@ -90,9 +94,24 @@ def test_raw_features_are_clustered_unnormalised_but_memories_get_sphere_centroi
     scale = np.where(np.arange(len(x)) % 2 == 0, 1.0, 5.0).astype(np.float32)[:, None]  # a "camera gain"
     raw = {"global": x * scale}
     sphere = assign_pseudo_labels(raw, ClusterConfig(method="hc_sse", schedule="threshold",
-                                                     distance_threshold=0.8, lam=0.0, regularizer="none"), epoch=0)
-    unnorm = assign_pseudo_labels(raw, ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.8,
+                                                     distance_threshold=0.4, lam=0.0, regularizer="none"), epoch=0)
+    unnorm = assign_pseudo_labels(raw, ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.4,
                                                      lam=0.0, regularizer="none", sphere=False), epoch=0)
     assert sphere.n_clusters == 4  # the gain is dropped with the length
     assert unnorm.n_clusters > 4  # the gain splits every identity
     np.testing.assert_allclose(np.linalg.norm(unnorm.centroids["global"], axis=1), 1.0, atol=1e-5)
+
+
+def test_mean_sq_distance_is_the_mean_over_all_pairs():
+    x = np.random.default_rng(2).standard_normal((30, 5))
+    brute = ((x[:, None] - x[None]) ** 2).sum(-1).mean()
+    assert abs(mean_sq_distance(x, unit=False) - brute) < 1e-9
+    u = x / np.linalg.norm(x, axis=1, keepdims=True)
+    assert abs(mean_sq_distance(x, unit=True) - ((u[:, None] - u[None]) ** 2).sum(-1).mean()) < 1e-9
+
+
+def test_a_threshold_that_leaves_only_outliers_is_refused_naming_the_keys():
+    feats = {"global": views()["global"]}
+    cfg = ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.0, min_cluster_size=2)
+    with pytest.raises(ValueError, match="min_cluster_size=2.*distance_threshold"):
+        assign_pseudo_labels(feats, cfg, epoch=3)
