@@ -53,13 +53,10 @@ class InferenceSpec:
 
 
 def resolve_checkpoint(run_or_checkpoint: str | os.PathLike) -> Path:
-    """A local checkpoint folder for a run folder, a checkpoint folder, or an ``s3://`` prefix of either."""
-    from ray_reid.engine.teacher import resolve_checkpoint_dir
+    """A local checkpoint folder for a run folder (its registered latest), a checkpoint folder, or ``s3://`` either."""
+    from ray_reid.locations import local_checkpoint
 
-    try:
-        return resolve_checkpoint_dir(os.fspath(run_or_checkpoint))
-    except FileNotFoundError as exc:
-        raise FileNotFoundError(str(exc).replace("teacher checkpoint", "checkpoint").replace("teacher ", "")) from None
+    return local_checkpoint(os.fspath(run_or_checkpoint))
 
 
 def load_trained(run_or_checkpoint: str | os.PathLike) -> tuple[dict[str, torch.Tensor], InferenceSpec]:
