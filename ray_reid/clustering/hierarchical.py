@@ -9,7 +9,14 @@ with D the single (min) or average (mean) squared Euclidean linkage and R one of
 diversity term), ``delta_sse`` (Ward's increase) or ``none``. Costs are exact after every
 merge, unlike BUC/HCT's once-per-step sort, and the work is O(K) per merge on K×K state
 (see :mod:`ray_reid.clustering._agglomerate`). This module validates and converts; the
-kernel trusts it.
+kernels trust it.
+
+Past a few tens of thousands of samples K×K state no longer fits (8.5 GB at N = 32,621), so
+``connectivity="knn"`` runs the same cost on a k-NN candidate graph instead: per-cluster
+statistics only, rounds of reciprocal-nearest-neighbour merges, O(N·(d + k)) memory (see
+:mod:`ray_reid.clustering._rac`, which also proves which linkage × regulariser pairs that is
+exact for). On the complete graph it is the dense result; on a k-NN graph, clusters that share
+no edge are never merged.
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import time
 from typing import Any
 
 import numpy as np
 
 from ray_reid.clustering import _backend
 from ray_reid.clustering._agglomerate import LINKAGES, REGULARIZERS, agglomerate
+from ray_reid.clustering.graph import KNN_INDEXES
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +40,9 @@ PRECISIONS = ("auto", "float32", "float64")
 # float32 is ample for costs on the unit sphere (relative error ~1e-7) and halves memory:
 # Market-1501's 12,936 images need 2×0.67 GB instead of 2×1.34 GB.
 _FLOAT64_STATE_BUDGET = 1 << 30
+CONNECTIVITIES = ("dense", "knn")
+# Rows validated and normalised at a time: the float64 working copy stays one chunk, not N×d.
+_PREPARE_ROWS = 8192
 
 
 class HierarchicalSSE:
@@ -56,8 +68,20 @@ class HierarchicalSSE:
     device:
         ``"auto"`` (CuPy when a GPU is usable), ``"cpu"`` or ``"cuda"``.
     precision:
-        Float type of the K×K state: ``"float64"``, ``"float32"`` or ``"auto"`` (float64 while
-        the state fits 1 GiB, else float32). Ties are broken exactly only within one precision.
+        Float type of the K×K state (graph path: of the N×d cluster sums): ``"float64"``,
+        ``"float32"`` or ``"auto"`` (float64 while the state fits 1 GiB, else float32). Ties are
+        broken exactly only within one precision.
+    connectivity:
+        ``"dense"`` (every pair is a candidate, K×K state), ``"knn"`` (only pairs joined in the
+        k-NN graph of the samples; no K×K state), or an N×N adjacency matrix (NumPy or
+        scipy.sparse, any non-zero entry is an edge). The graph path refuses
+        ``regularizer="delta_sse"`` with ``lam > 0``, whose cost is not reducible.
+    n_neighbors:
+        k of the k-NN graph (neighbours besides the sample itself); ``>= N - 1`` is the
+        complete graph, where the result equals the dense one.
+    knn_index:
+        ``"flat"`` (exact), ``"ivf"`` (faiss inverted file, approximate) or ``"auto"`` (flat on
+        a GPU or up to 50,000 samples, IVF beyond).
 
     Attributes
     ----------
@@ -69,6 +93,13 @@ class HierarchicalSSE:
         Merge history: (id_a, id_b), each cluster named by its smallest sample index, id_a < id_b.
     merge_costs_: float64 array [N - K]
         Cost of each merge when it was taken.
+    rounds_: list of RoundStats, or None
+        Graph path only: edges, re-costed edges, merges and seconds of every round.
+    n_edges_: int or None
+        Graph path only: undirected edges of the candidate graph.
+
+    On a graph with more connected components than ``n_clusters``, fitting stops at the
+    component count (``n_clusters_ > n_clusters``) with a warning.
 
     Ties between equal costs go to the pair with the lexicographically smallest
     (min id, max id), so the result does not depend on the device or on the state layout.
@@ -85,6 +116,9 @@ class HierarchicalSSE:
         normalize: bool = True,
         device: str = "auto",
         precision: str = "auto",
+        connectivity: Any = "dense",
+        n_neighbors: int = 30,
+        knn_index: str = "auto",
     ) -> None:
         self.n_clusters = n_clusters
         self.distance_threshold = distance_threshold
@@ -94,6 +128,13 @@ class HierarchicalSSE:
         self.normalize = normalize
         self.device = device
         self.precision = precision
+        self.connectivity = connectivity
+        self.n_neighbors = n_neighbors
+        self.knn_index = knn_index
+
+    @property
+    def _graph(self) -> bool:
+        return not (isinstance(self.connectivity, str) and self.connectivity == "dense")
 
     def _check_params(self, n_samples: int) -> None:
         if self.linkage not in LINKAGES:
@@ -122,10 +163,34 @@ class HierarchicalSSE:
             raise ValueError(
                 f"n_clusters must be in [1, {n_samples}] (the number of samples), got {self.n_clusters}"
             )
+        if isinstance(self.connectivity, str) and self.connectivity not in CONNECTIVITIES:
+            raise ValueError(
+                f"connectivity must be one of {CONNECTIVITIES} or an N×N adjacency matrix, got {self.connectivity!r}"
+            )
+        if self.connectivity is None:
+            raise ValueError(f"connectivity must be one of {CONNECTIVITIES} or an N×N adjacency matrix, got None")
+        if (
+            isinstance(self.n_neighbors, bool)
+            or not isinstance(self.n_neighbors, numbers.Integral)
+            or self.n_neighbors < 1
+        ):
+            raise ValueError(f"n_neighbors must be an integer >= 1, got {self.n_neighbors!r}")
+        if self.knn_index not in KNN_INDEXES:
+            raise ValueError(f"knn_index must be one of {KNN_INDEXES}, got {self.knn_index!r}")
+        if self._graph and self.regularizer == "delta_sse" and self.lam > 0:
+            raise ValueError(
+                "regularizer='delta_sse' with lam > 0 cannot run on a graph (connectivity="
+                f"{self.connectivity if isinstance(self.connectivity, str) else 'matrix'!r}): Ward's increase "
+                "added to a linkage is not reducible (merging two clusters can bring the union closer to a "
+                "third than either was), so reciprocal-nearest-neighbour rounds would not give the greedy "
+                "result; use connectivity='dense', which computes it exactly"
+            )
 
-    def _state_dtype(self, n_samples: int) -> type:
+    def _state_dtype(self, n_samples: int, n_features: int) -> type:
         if self.precision != "auto":
             return np.dtype(self.precision).type
+        if self._graph:
+            return np.float64 if n_samples * n_features * 8 <= _FLOAT64_STATE_BUDGET else np.float32
         n_matrices = 2 if self.linkage == "single" and self.regularizer in ("sse", "delta_sse") else 1
         return np.float64 if n_matrices * n_samples * n_samples * 8 <= _FLOAT64_STATE_BUDGET else np.float32
 
@@ -142,53 +207,114 @@ class HierarchicalSSE:
             raise ValueError(f"X must have at least one sample and one feature, got shape {tuple(X.shape)}")
         self._check_params(n_samples)
         xp = _backend.get_xp(self.device)
-        dtype = self._state_dtype(n_samples)
-
-        if _backend.array_module(X) is not xp:
-            X = xp.asarray(_backend.to_numpy(X))
-        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
-            raise ValueError(f"X must hold real numbers, got dtype {X.dtype}")
-        # Normalise in float64 whatever the state precision: it is N×d, not K×K.
-        X = X.astype(xp.float64)
-        bad = ~xp.isfinite(X).all(axis=1)
-        if bool(bad.any()):
-            rows = _backend.to_numpy(xp.flatnonzero(bad))[:5].tolist()
-            raise ValueError(f"X contains NaN or inf values (first bad rows: {rows})")
-        if self.normalize:
-            norms = xp.linalg.norm(X, axis=1)
-            zero = norms == 0
-            if bool(zero.any()):
-                rows = _backend.to_numpy(xp.flatnonzero(zero))[:5].tolist()
-                raise ValueError(f"cannot L2-normalise all-zero rows of X (first: {rows}); pass normalize=False")
-            X /= norms[:, None]
-        X = xp.ascontiguousarray(X.astype(dtype, copy=False))
+        dtype = self._state_dtype(n_samples, n_features)
+        X = _prepared(X, xp, dtype, self.normalize)
 
         log.info(
-            "HierarchicalSSE: %d samples -> %s clusters (linkage=%s, regularizer=%s, lam=%g, %s on %s)",
+            "HierarchicalSSE: %d samples -> %s clusters (linkage=%s, regularizer=%s, lam=%g, %s, %s on %s)",
             n_samples,
             self.n_clusters if self.distance_threshold is None else f"cost <= {self.distance_threshold:g}, >= {self.n_clusters or 1}",
             self.linkage,
             self.regularizer,
             self.lam,
+            self._describe_connectivity(n_samples),
             np.dtype(dtype).name,
             xp.__name__,
         )
-        result = agglomerate(
-            X,
-            1 if self.n_clusters is None else int(self.n_clusters),
-            lam=float(self.lam),
-            linkage=self.linkage,
-            regularizer=self.regularizer,
-            xp=xp,
-            dtype=dtype,
-            max_cost=None if self.distance_threshold is None else float(self.distance_threshold),
-        )
+        self.rounds_ = None
+        self.n_edges_ = None
+        max_cost = None if self.distance_threshold is None else float(self.distance_threshold)
+        if self._graph:
+            result = self._fit_graph(X, xp, max_cost)
+        else:
+            result = agglomerate(
+                X,
+                1 if self.n_clusters is None else int(self.n_clusters),
+                lam=float(self.lam),
+                linkage=self.linkage,
+                regularizer=self.regularizer,
+                xp=xp,
+                dtype=dtype,
+                max_cost=max_cost,
+            )
         self.labels_ = result.labels
         self.n_clusters_ = int(self.labels_.max()) + 1
         self.merges_ = result.merges
         self.merge_costs_ = result.costs
         return self
 
+    def _describe_connectivity(self, n_samples: int) -> str:
+        if not self._graph:
+            return "dense K×K state"
+        if isinstance(self.connectivity, str):
+            return f"k-NN graph, k={min(int(self.n_neighbors), n_samples - 1)}, index={self.knn_index}"
+        return "caller's adjacency graph"
+
+    def _fit_graph(self, X: Any, xp: Any, max_cost: float | None) -> Any:
+        from ray_reid.clustering._rac import rac_agglomerate
+        from ray_reid.clustering.graph import edges_from_matrix, knn_graph
+
+        n_samples = int(X.shape[0])
+        start = time.perf_counter()
+        if isinstance(self.connectivity, str):
+            u, v = knn_graph(X, int(self.n_neighbors), device=self.device, index=self.knn_index)
+        else:
+            u, v = edges_from_matrix(self.connectivity, n_samples)
+        self.n_edges_ = int(u.size)
+        log.info("candidate graph: %d edges (%.1f per sample) in %.1fs", u.size, 2 * u.size / n_samples,
+                 time.perf_counter() - start)
+        result = rac_agglomerate(
+            X, xp.asarray(u), xp.asarray(v), 1 if self.n_clusters is None else int(self.n_clusters),
+            lam=float(self.lam), linkage=self.linkage, regularizer=self.regularizer, xp=xp, max_cost=max_cost,
+        )
+        self.rounds_ = result.rounds
+        log.info("RAC: %d merges in %d rounds, %.1fs", len(result.merges), len(result.rounds),
+                 sum(r.seconds for r in result.rounds))
+        return result
+
     def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
         """``fit(X)`` and return ``labels_``."""
         return self.fit(X).labels_
+
+
+def _prepared(X: Any, xp: Any, dtype: Any, normalize: bool) -> Any:
+    """Validated, optionally L2-normalised, C-contiguous ``dtype`` copy of ``X`` on ``xp``'s device.
+
+    Works chunk by chunk in float64, so the only full-size array is the result (an N×d float64
+    copy of 300,000 × 512 features alone would be 1.2 GB). fp16 input is fine.
+    """
+    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
+        raise ValueError(f"X must hold real numbers, got dtype {X.dtype}")
+    n = int(X.shape[0])
+    on_device = _backend.array_module(X) is xp
+
+    def chunk(i0: int) -> Any:
+        block = X[i0 : i0 + _PREPARE_ROWS]
+        if not on_device:
+            block = xp.asarray(_backend.to_numpy(block))
+        return block.astype(xp.float64)
+
+    bad_rows: list[int] = []
+    for i0 in range(0, n, _PREPARE_ROWS):
+        bad = ~xp.isfinite(chunk(i0)).all(axis=1)
+        if bool(bad.any()):
+            bad_rows += (_backend.to_numpy(xp.flatnonzero(bad)) + i0)[: 5 - len(bad_rows)].tolist()
+            if len(bad_rows) >= 5:
+                break
+    if bad_rows:
+        raise ValueError(f"X contains NaN or inf values (first bad rows: {bad_rows})")
+    out = xp.empty(X.shape, dtype=dtype)
+    zero_rows: list[int] = []
+    for i0 in range(0, n, _PREPARE_ROWS):
+        block = chunk(i0)
+        if normalize:
+            norms = xp.linalg.norm(block, axis=1)
+            zero = norms == 0
+            if bool(zero.any()):
+                zero_rows += (_backend.to_numpy(xp.flatnonzero(zero)) + i0)[: 5 - len(zero_rows)].tolist()
+                continue
+            block /= norms[:, None]
+        out[i0 : i0 + block.shape[0]] = block.astype(dtype, copy=False)
+    if zero_rows:
+        raise ValueError(f"cannot L2-normalise all-zero rows of X (first: {zero_rows}); pass normalize=False")
+    return out

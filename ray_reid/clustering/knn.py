@@ -1,9 +1,9 @@
 """Exact k-nearest-neighbour search of a point set against itself, for k-reciprocal re-ranking.
 
-On a GPU, faiss's flat index does it. On CPU the query set *is* the database, so the
-distance matrix is symmetric: computing only its upper triangle, block by block with one
-BLAS matrix product each, halves the dominant cost of a flat search (which cannot know the
-queries are the database). Every block's rows keep their best k from the columns to their
+On a GPU, faiss's flat index does it (a CuPy brute force where faiss is absent). On CPU the
+query set *is* the database, so the distance matrix is symmetric: computing only its upper
+triangle, block by block with one BLAS matrix product each, halves the dominant cost of a
+flat search (which cannot know the queries are the database). Every block's rows keep their best k from the columns to their
 right, and the block's transpose offers each later row its best k among the block's rows.
 
 Re-ranking treats "i is its own nearest neighbour" as an invariant (the k-reciprocal set of
@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from ray_reid.clustering._backend import VALID_DEVICES, to_numpy
+from ray_reid.clustering._backend import VALID_DEVICES, cupy_available, to_numpy
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +41,56 @@ def _as_features(features, *, name: str = "features") -> np.ndarray:
     return x
 
 
-def _use_gpu(device: str) -> bool:
-    """Whether faiss should search on a GPU for ``device`` ('auto' | 'cpu' | 'cuda')."""
+def _gpu_search(device: str) -> str | None:
+    """How to search for ``device`` ('auto' | 'cpu' | 'cuda'): 'faiss', 'cupy' (no faiss GPU) or None (host).
+
+    A bare GPU machine may have CuPy but no faiss: the brute-force CuPy search serves it, exact too.
+    """
     if device not in VALID_DEVICES:
         raise ValueError(f"device must be one of {VALID_DEVICES}, got {device!r}")
     if device == "cpu":
-        return False
-    import faiss
+        return None
+    try:
+        import faiss
+    except ImportError:
+        faiss = None
+    if faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        return "faiss"
+    if cupy_available():
+        return "cupy"
+    if device == "cuda":
+        raise ValueError("device='cuda' was requested but there is no GPU: faiss sees none "
+                         "(faiss.get_num_gpus() == 0 or faiss absent) and CuPy has no usable device")
+    return None
 
-    has_gpu = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
-    if device == "cuda" and not has_gpu:
-        raise ValueError("device='cuda' was requested but faiss sees no GPU (faiss.get_num_gpus() == 0)")
-    return has_gpu
+
+def _cupy_self_knn(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact self k-NN (and each row's largest distance) on the GPU by CuPy brute force in row blocks."""
+    import cupy
+
+    xd = cupy.asarray(x, dtype=cupy.float32)
+    n = xd.shape[0]
+    sq = cupy.einsum("ij,ij->i", xd, xd)
+    rows = max(1, min(n, (1 << 27) // max(1, n)))  # a block of distances stays within 512 MB
+    best_d = np.empty((n, k), dtype=np.float32)
+    best_i = np.empty((n, k), dtype=np.int64)
+    row_max = np.empty(n, dtype=np.float32)
+    for a in range(0, n, rows):
+        b = min(a + rows, n)
+        dist = xd[a:b] @ (-2.0 * xd).T
+        dist += sq[a:b, None]
+        dist += sq[None, :]
+        cupy.maximum(dist, 0, out=dist)
+        row_max[a:b] = dist.max(axis=1).get()
+        if k < n:
+            idx = cupy.argpartition(dist, k - 1, axis=1)[:, :k]
+        else:
+            idx = cupy.broadcast_to(cupy.arange(n), dist.shape)
+        part = cupy.take_along_axis(dist, idx, axis=1)
+        order = cupy.argsort(part, axis=1)
+        best_d[a:b] = cupy.take_along_axis(part, order, axis=1).get()
+        best_i[a:b] = cupy.take_along_axis(idx, order, axis=1).get()
+    return best_d, best_i, row_max
 
 
 def _put_self_first(distances: np.ndarray, indices: np.ndarray) -> None:
@@ -155,7 +193,8 @@ def knn_search(
     Returns ``(squared L2 distances [N, k] float32, indices [N, k] int64)``, each row sorted
     by distance with the row's own index in column 0. The search is exact, identical to a
     brute-force argsort up to float32 rounding of near-ties: faiss's GPU flat index when
-    ``device`` is 'auto' or 'cuda' and faiss sees a GPU, else the symmetric CPU search.
+    ``device`` is 'auto' or 'cuda' and faiss sees a GPU, a CuPy brute force on a GPU without
+    faiss, else the symmetric CPU search.
     With ``return_row_max`` a third array [N] float32 holds each row's *largest* squared
     distance to any row (test-time re-ranking divides by it).
     """
@@ -166,7 +205,10 @@ def knn_search(
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, N={n}] (the point itself counts as a neighbour), got {k}")
 
-    if _use_gpu(device):
+    backend = _gpu_search(device)
+    if backend == "cupy":
+        distances, indices, row_max = _cupy_self_knn(x, int(k))
+    elif backend == "faiss":
         import faiss
 
         index = faiss.GpuIndexFlatL2(faiss.StandardGpuResources(), d)
