@@ -190,7 +190,9 @@ class HierarchicalSSE:
         if self.precision != "auto":
             return np.dtype(self.precision).type
         if self._graph:
-            return np.float64 if n_samples * n_features * 8 <= _FLOAT64_STATE_BUDGET else np.float32
+            # the dense path's choice for one K×K matrix, so that "auto" compares like with like;
+            # float32 sums also halve the memory traffic of re-costing edges, the graph path's main cost
+            return np.float64 if n_samples * max(n_samples, n_features) * 8 <= _FLOAT64_STATE_BUDGET else np.float32
         n_matrices = 2 if self.linkage == "single" and self.regularizer in ("sse", "delta_sse") else 1
         return np.float64 if n_matrices * n_samples * n_samples * 8 <= _FLOAT64_STATE_BUDGET else np.float32
 
