@@ -24,6 +24,8 @@ CLUSTERERS = ("hc_sse", "dbscan_jaccard")
 SCHEDULES = ("hct", "threshold")
 LINKAGES = ("single", "average")
 REGULARIZERS = ("sse", "size", "delta_sse", "none")
+CONNECTIVITIES = ("auto", "dense", "knn")
+KNN_INDEXES = ("auto", "flat", "ivf")
 VIEW_SETS = ("global", "global+parts")
 BAD_IMAGE_POLICIES = ("raise", "skip")
 ERASING_RULES = ("torchvision", "cluster_contrast")  # mirrors ray_reid.data.transforms.ERASING_RULES
@@ -105,6 +107,13 @@ class ClusterConfig:
     min_clusters_ratio: float = 0.05  # never merge below this fraction of N
     sphere: bool = True  # cluster L2-normalised features ("Clustering Matters"); False = the raw BN-neck output
     min_cluster_size: int = 1  # smaller clusters become outliers (-1), left out of the epoch as DBSCAN's are
+    # dense K×K state, or a k-NN candidate graph (no K×K state); "auto" = graph above graph_above images
+    connectivity: str = "auto"
+    graph_above: int = 20_000  # dense float32 state for average linkage is 1.6 GB here, 4.3 GB at 32,621
+    n_neighbors: int = 20
+    knn_index: str = "auto"  # flat (exact), ivf (faiss, approximate), auto (flat up to 50,000 rows on CPU)
+    # workers send embeddings as float16 once all views of all images take this many GB in float32
+    fp16_shards_above_gb: float = 2.0
     # dbscan_jaccard
     eps: float = 0.6
     min_samples: int = 4
@@ -128,6 +137,17 @@ class ClusterConfig:
         _check(self.first_step >= 0, "cluster.first_step", self.first_step, "an integer >= 0")
         _check(0 < self.min_clusters_ratio <= 1, "cluster.min_clusters_ratio", self.min_clusters_ratio,
                "a number in (0, 1]")
+        _check(self.connectivity in CONNECTIVITIES, "cluster.connectivity", self.connectivity,
+               f"one of {CONNECTIVITIES}")
+        _check(self.graph_above >= 1, "cluster.graph_above", self.graph_above, "an integer >= 1")
+        _check(self.n_neighbors >= 1, "cluster.n_neighbors", self.n_neighbors, "an integer >= 1")
+        _check(self.fp16_shards_above_gb >= 0, "cluster.fp16_shards_above_gb", self.fp16_shards_above_gb,
+               "a number >= 0")
+        _check(self.knn_index in KNN_INDEXES, "cluster.knn_index", self.knn_index, f"one of {KNN_INDEXES}")
+        _check(not (self.connectivity == "knn" and self.regularizer == "delta_sse" and self.lam > 0),
+               "cluster.connectivity", self.connectivity,
+               "dense with regularizer delta_sse and lam > 0 (Ward's increase is not reducible, so the graph "
+               "path cannot compute it exactly)")
         _check(0 < self.eps < 1, "cluster.eps", self.eps, "a number in (0, 1)")
         _check(self.min_samples >= 1, "cluster.min_samples", self.min_samples, "an integer >= 1")
         _check(self.k1 >= 2 and 1 <= self.k2 <= self.k1, "cluster.k1/k2", (self.k1, self.k2),

@@ -27,6 +27,7 @@ from ray_reid.data.transforms import TransformConfig, test_transform, train_tran
 from ray_reid.engine.checkpoint import load_checkpoint, save_checkpoint
 from ray_reid.engine.context import WorkerContext
 from ray_reid.engine.extract import extract_features
+from ray_reid.engine.pseudo_labels import shard_for_clustering
 from ray_reid.engine.train_epoch import train_one_epoch
 from ray_reid.eval.cluster_metrics import clustering_scores
 from ray_reid.eval.features import query_gallery_metrics
@@ -154,7 +155,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
                                  loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image,
                                  skipped=skipped, normalize=cfg.cluster.sphere)
         t1 = time.perf_counter()
-        pseudo = ctx.assign_labels(epoch, n_train, shard, feats)
+        pseudo = ctx.assign_labels(epoch, n_train, shard, shard_for_clustering(feats, n_train, cfg.cluster))
         t2 = time.perf_counter()
         memories = {
             view: ClusterMemory.from_centroids(torch.tensor(pseudo.centroids[view], device=ctx.device),

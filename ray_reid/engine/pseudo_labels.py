@@ -70,6 +70,34 @@ def mean_sq_distance(x: np.ndarray, *, unit: bool) -> float:
     return float(2.0 * ((x * x).sum(axis=1).mean() - mean @ mean))
 
 
+def shard_for_clustering(features: Mapping[str, np.ndarray], n_total: int,
+                         cfg: ClusterConfig) -> dict[str, np.ndarray]:
+    """A rank's embeddings as sent to the clusterer: float16 once the whole set would pass
+    ``cluster.fp16_shards_above_gb`` in float32 (halves the object store and the actor's copy;
+    unit-norm features lose ~3 decimal digits, far below cluster gaps)."""
+    total = n_total * sum(int(arr.shape[1]) for arr in features.values()) * 4
+    if total < cfg.fp16_shards_above_gb * 1e9:
+        return dict(features)
+    return {view: np.asarray(arr, dtype=np.float16) for view, arr in features.items()}
+
+
+def hierarchy_connectivity(n_samples: int, cfg: ClusterConfig) -> str:
+    """Dense K×K state or the k-NN graph path, by ``cluster.connectivity`` and ``cluster.graph_above``; logged."""
+    if cfg.connectivity == "auto":
+        if cfg.regularizer == "delta_sse" and cfg.lam > 0:
+            choice, why = "dense", "delta_sse is exact on the dense path only"
+        elif n_samples > cfg.graph_above:
+            choice, why = "knn", f"{n_samples} images > cluster.graph_above={cfg.graph_above}"
+        else:
+            choice, why = "dense", f"{n_samples} images <= cluster.graph_above={cfg.graph_above}"
+    else:
+        choice, why = cfg.connectivity, "cluster.connectivity"
+    detail = f" (k={cfg.n_neighbors}, index {cfg.knn_index})" if choice == "knn" else ""
+    log.info("hierarchical clustering on the %s path%s: %s", "k-NN graph" if choice == "knn" else "dense",
+             detail, why)
+    return choice
+
+
 def _relabel_compact(labels: np.ndarray) -> np.ndarray:
     """Map labels to 0..C-1 in order of first appearance, keeping -1 for outliers."""
     out = np.full(labels.shape, -1, dtype=np.int64)
@@ -119,17 +147,19 @@ def assign_pseudo_labels(
         x = features[views[0]] if len(views) == 1 else clustering.fuse_views(
             [features[v] for v in views], view_weights(views, cfg), normalize=cfg.sphere
         )
+        graph = {"connectivity": hierarchy_connectivity(n, cfg), "n_neighbors": cfg.n_neighbors,
+                 "knn_index": cfg.knn_index}
         if cfg.schedule == "threshold":
             clusterer = clustering.HierarchicalSSE(
                 None, distance_threshold=cfg.distance_threshold * mean_sq_distance(x, unit=cfg.sphere and len(views) == 1),
                 lam=cfg.lam, linkage=cfg.linkage,
-                regularizer=cfg.regularizer, normalize=cfg.sphere and len(views) == 1, device=cfg.device,
+                regularizer=cfg.regularizer, normalize=cfg.sphere and len(views) == 1, device=cfg.device, **graph,
             )
         else:
             target = target_clusters(n, epoch, cfg)
             clusterer = clustering.HierarchicalSSE(
                 target, lam=cfg.lam, linkage=cfg.linkage, regularizer=cfg.regularizer,
-                normalize=cfg.sphere and len(views) == 1, device=cfg.device,
+                normalize=cfg.sphere and len(views) == 1, device=cfg.device, **graph,
             )
         raw = clusterer.fit_predict(x)
         if cfg.min_cluster_size > 1:
@@ -150,7 +180,7 @@ def assign_pseudo_labels(
     centroids = {}
     if (labels >= 0).any():
         label_t = torch.from_numpy(labels)
-        for view in views:  # memories hold sphere centroids even when clustering saw raw features
+        for view in views:  # memories hold sphere centroids even when clustering saw raw features; fp16 shards too
             unit = torch.nn.functional.normalize(torch.from_numpy(np.ascontiguousarray(features[view])).float(), dim=1)
             centroids[view] = cluster_centroids(unit, label_t).numpy()
     result = PseudoLabels(labels=labels, centroids=centroids, target=target, seconds=time.perf_counter() - start)

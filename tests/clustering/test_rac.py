@@ -1,0 +1,213 @@
+"""The graph path of HierarchicalSSE: equal to the dense path on a complete graph, constrained on a sparse one."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.metrics import adjusted_rand_score
+
+from ray_reid.clustering import _rac
+from ray_reid.clustering._backend import cupy_available
+from ray_reid.clustering.graph import edges_from_matrix, edges_from_neighbours, knn_graph
+from ray_reid.clustering.hierarchical import HierarchicalSSE
+
+# every linkage × regulariser whose cost is reducible (the _rac module docstring proves it);
+# delta_sse only with lam = 0, where it drops out
+REDUCIBLE = [(link, reg) for link in ("single", "average") for reg in ("sse", "size", "none")]
+
+
+def _both(x, k, **kw):
+    dense = HierarchicalSSE(k, device="cpu", **kw).fit(x)
+    graph = HierarchicalSSE(k, device="cpu", connectivity="knn", n_neighbors=len(x), **kw).fit(x)
+    return dense, graph
+
+
+@pytest.mark.parametrize(("link", "reg"), REDUCIBLE)
+@pytest.mark.parametrize("lam", [0.0, 0.05, 1.0, 10.0])
+def test_complete_graph_equals_dense_labels_and_merge_order(link, reg, lam):
+    rng = np.random.default_rng([len(link), len(reg), int(lam * 100)])
+    for n, k in ((40, 4), (150, 12), (400, 25)):
+        x = rng.standard_normal((n, 8))
+        dense, graph = _both(x, k, lam=lam, linkage=link, regularizer=reg)
+        np.testing.assert_array_equal(graph.merges_, dense.merges_)
+        np.testing.assert_array_equal(graph.labels_, dense.labels_)
+        np.testing.assert_allclose(graph.merge_costs_, dense.merge_costs_, rtol=1e-9, atol=1e-12)
+        assert graph.n_edges_ == n * (n - 1) // 2
+        assert len(graph.rounds_) < n - k  # rounds merge many pairs at once
+
+
+@pytest.mark.parametrize("link", ["single", "average"])
+def test_delta_sse_with_zero_lambda_runs_on_the_graph(link):
+    x = np.random.default_rng(4).standard_normal((60, 5))
+    dense, graph = _both(x, 6, lam=0.0, linkage=link, regularizer="delta_sse")
+    np.testing.assert_array_equal(graph.merges_, dense.merges_)
+
+
+@pytest.mark.parametrize(("link", "reg"), REDUCIBLE)
+def test_constructed_ties_resolve_as_in_the_dense_loop(link, reg):
+    """Integer grid points and duplicates: many exactly equal costs, computed bit for bit alike."""
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        x = rng.integers(0, 3, size=(60, 2)).astype(np.float64)
+        for lam, k in itertools.product((0.0, 0.5), (1, 5, 20)):
+            dense, graph = _both(x, k, lam=lam, linkage=link, regularizer=reg, normalize=False)
+            np.testing.assert_array_equal(graph.merges_, dense.merges_)
+            np.testing.assert_array_equal(graph.labels_, dense.labels_)
+
+
+def test_tie_on_a_line_follows_the_lowest_pair_rule():
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    model = HierarchicalSSE(1, lam=0.0, regularizer="none", normalize=False, device="cpu",
+                            connectivity="knn", n_neighbors=3).fit(x)
+    np.testing.assert_array_equal(model.merges_, [[0, 1], [0, 2], [0, 3]])
+
+
+def _constrained_greedy(x, edges, n_clusters, lam):
+    """Sequential reference: always merge the cheapest pair of clusters joined by an edge (single + sse)."""
+    sq = ((x[:, None] - x[None]) ** 2).sum(-1)
+    adjacent = np.zeros_like(sq, dtype=bool)
+    adjacent[edges[0], edges[1]] = adjacent[edges[1], edges[0]] = True
+    clusters = [[i] for i in range(len(x))]
+    merges = []
+    while len(clusters) > n_clusters:
+        best = None
+        for ca, cb in itertools.combinations(clusters, 2):
+            block = np.ix_(ca, cb)
+            if not adjacent[block].any():
+                continue
+            union = x[ca + cb]
+            cost = sq[block][adjacent[block]].min() + lam * ((union - union.mean(0)) ** 2).sum()
+            key = (cost, min(ca[0], cb[0]), max(ca[0], cb[0]))
+            if best is None or key < best[0]:
+                best = (key, ca, cb)
+        if best is None:
+            break
+        _, ca, cb = best
+        clusters.remove(ca)
+        clusters.remove(cb)
+        clusters.append(sorted(ca + cb))
+        merges.append((min(ca[0], cb[0]), max(ca[0], cb[0])))
+    return np.array(merges).reshape(-1, 2)
+
+
+def test_single_linkage_on_a_knn_graph_is_the_exact_constrained_greedy():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((70, 4))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    model = HierarchicalSSE(5, lam=0.3, linkage="single", regularizer="sse", device="cpu",
+                            connectivity="knn", n_neighbors=4).fit(x)
+    edges = knn_graph(x, 4, device="cpu", index="flat")
+    want = _constrained_greedy(x, edges, 5, 0.3)
+    np.testing.assert_array_equal(model.merges_, want)
+
+
+@pytest.mark.parametrize("link", ["single", "average"])
+def test_merges_follow_graph_edges_and_never_join_components(link):
+    """Two groups with no edge between them stay apart whatever the costs say."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((40, 3))
+    adjacency = np.zeros((40, 40))
+    for i in range(19):  # a path over 0..19 and another over 20..39
+        adjacency[i, i + 1] = adjacency[20 + i, 21 + i] = 1
+    model = HierarchicalSSE(1, lam=0.1, linkage=link, device="cpu", connectivity=sp.csr_matrix(adjacency)).fit(x)
+    assert model.n_clusters_ == 2  # stopped at the component count, not at 1
+    np.testing.assert_array_equal(model.labels_, np.repeat([0, 1], 20))
+    # every merge joins clusters that were adjacent along the path: contiguous runs only
+    for k in (2, 5, 11):
+        labels = HierarchicalSSE(k, lam=0.1, linkage=link, device="cpu", connectivity=adjacency).fit_predict(x)
+        assert (np.diff(labels) != 0).sum() == k - 1
+
+
+def test_knn_graph_recovers_separated_clusters_and_approaches_dense():
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((12, 32))
+    truth = rng.integers(0, 12, 600)
+    x = centres[truth] + 0.15 * rng.standard_normal((600, 32))
+    dense = HierarchicalSSE(12, lam=0.05, linkage="average", device="cpu").fit_predict(x)
+    graph = HierarchicalSSE(12, lam=0.05, linkage="average", device="cpu", connectivity="knn",
+                            n_neighbors=10).fit_predict(x)
+    assert adjusted_rand_score(truth, graph) == 1.0
+    assert adjusted_rand_score(dense, graph) == 1.0
+
+
+def test_ivf_index_gives_a_usable_graph():
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((20, 16))
+    truth = rng.integers(0, 20, 3000)
+    x = (centres[truth] + 0.1 * rng.standard_normal((3000, 16))).astype(np.float32)
+    labels = HierarchicalSSE(20, lam=0.05, linkage="average", device="cpu", connectivity="knn",
+                             n_neighbors=10, knn_index="ivf").fit_predict(x)
+    assert adjusted_rand_score(truth, labels) > 0.99
+
+
+def test_fp16_input_is_accepted():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((200, 16))
+    want = HierarchicalSSE(10, lam=0.1, linkage="average", device="cpu", connectivity="knn",
+                           n_neighbors=15).fit_predict(x.astype(np.float16).astype(np.float32))
+    got = HierarchicalSSE(10, lam=0.1, linkage="average", device="cpu", connectivity="knn",
+                          n_neighbors=15).fit_predict(x.astype(np.float16))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_edge_builders_symmetrise_and_drop_self_loops():
+    u, v = edges_from_neighbours(np.array([[0, 1, 2], [1, 0, -1], [2, 2, 0]]))
+    assert list(zip(u.tolist(), v.tolist())) == [(0, 1), (0, 2)]
+    u, v = edges_from_matrix(sp.csr_matrix(np.array([[1, 0, 1], [0, 0, 0], [1, 1, 0]])), 3)
+    assert list(zip(u.tolist(), v.tolist())) == [(0, 2), (1, 2)]
+    with pytest.raises(ValueError, match=r"N×N adjacency matrix with N = 3"):
+        edges_from_matrix(np.ones((3, 4)), 3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"connectivity": "sparse"}, r"connectivity must be one of \('dense', 'knn'\) or an N×N adjacency"),
+        ({"connectivity": None}, r"connectivity must be one of"),
+        ({"connectivity": "knn", "n_neighbors": 0}, r"n_neighbors must be an integer >= 1, got 0"),
+        ({"connectivity": "knn", "n_neighbors": 2.5}, r"n_neighbors must be an integer >= 1"),
+        ({"connectivity": "knn", "knn_index": "hnsw"}, r"knn_index must be one of \('auto', 'flat', 'ivf'\)"),
+        ({"connectivity": "knn", "regularizer": "delta_sse", "lam": 0.1},
+         r"delta_sse' with lam > 0 cannot run on a graph.*not reducible.*connectivity='dense'"),
+        ({"connectivity": np.ones((4, 4))}, r"N×N adjacency matrix with N = 10"),
+    ],
+)
+def test_bad_graph_parameters_are_refused_by_name(kwargs, match):
+    x = np.random.default_rng(0).standard_normal((10, 3))
+    params = {"lam": 1.0, "device": "cpu"} | kwargs
+    with pytest.raises(ValueError, match=match):
+        HierarchicalSSE(3, **params).fit(x)
+
+
+def test_round_statistics_add_up():
+    x = np.random.default_rng(5).standard_normal((300, 8))
+    model = HierarchicalSSE(30, lam=0.05, linkage="average", device="cpu", connectivity="knn", n_neighbors=8).fit(x)
+    assert sum(r.merges for r in model.rounds_) >= 270  # the last round may go past the cut
+    assert model.rounds_[0].recosted == model.rounds_[0].edges == model.n_edges_
+    assert all(r.seconds >= 0 for r in model.rounds_)
+
+
+def test_scatter_min_takes_the_minimum_over_repeated_indices():
+    target = np.full(3, np.inf)
+    _rac.scatter_min(target, np.array([0, 0, 2, 2, 2]), np.array([3.0, 1.0, 5.0, 4.0, 6.0]))
+    np.testing.assert_array_equal(target, [1.0, np.inf, 4.0])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not cupy_available(), reason="needs a CUDA device with CuPy")
+@pytest.mark.parametrize(("link", "reg"), REDUCIBLE)
+def test_cupy_graph_path_matches_numpy(link, reg):
+    import cupy
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((300, 16))
+    cpu = HierarchicalSSE(20, lam=0.1, linkage=link, regularizer=reg, device="cpu", connectivity="knn",
+                          n_neighbors=12).fit(x)
+    gpu = HierarchicalSSE(20, lam=0.1, linkage=link, regularizer=reg, device="cuda", connectivity="knn",
+                          n_neighbors=12).fit(cupy.asarray(x))
+    np.testing.assert_array_equal(gpu.labels_, cpu.labels_)
+    np.testing.assert_array_equal(gpu.merges_, cpu.merges_)
