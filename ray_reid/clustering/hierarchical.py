@@ -97,6 +97,8 @@ class HierarchicalSSE:
         Graph path only: edges, re-costed edges, merges and seconds of every round.
     n_edges_: int or None
         Graph path only: undirected edges of the candidate graph.
+    graph_seconds_: float or None
+        Graph path only: time spent building the candidate graph (the k-NN search).
 
     On a graph with more connected components than ``n_clusters``, fitting stops at the
     component count (``n_clusters_ > n_clusters``) with a warning.
@@ -225,6 +227,7 @@ class HierarchicalSSE:
         )
         self.rounds_ = None
         self.n_edges_ = None
+        self.graph_seconds_ = None
         max_cost = None if self.distance_threshold is None else float(self.distance_threshold)
         if self._graph:
             result = self._fit_graph(X, xp, max_cost)
@@ -263,6 +266,7 @@ class HierarchicalSSE:
         else:
             u, v = edges_from_matrix(self.connectivity, n_samples)
         self.n_edges_ = int(u.size)
+        self.graph_seconds_ = time.perf_counter() - start
         log.info("candidate graph: %d edges (%.1f per sample) in %.1fs", u.size, 2 * u.size / n_samples,
                  time.perf_counter() - start)
         result = rac_agglomerate(

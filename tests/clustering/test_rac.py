@@ -211,3 +211,13 @@ def test_cupy_graph_path_matches_numpy(link, reg):
                           n_neighbors=12).fit(cupy.asarray(x))
     np.testing.assert_array_equal(gpu.labels_, cpu.labels_)
     np.testing.assert_array_equal(gpu.merges_, cpu.merges_)
+
+
+@pytest.mark.parametrize("link", ["single", "average"])
+def test_distance_threshold_on_a_complete_graph_equals_dense(link):
+    x = np.random.default_rng(6).standard_normal((120, 6))
+    for threshold in (0.1, 0.5, 2.0):
+        dense, graph = _both(x, None, distance_threshold=threshold, lam=0.2, linkage=link)
+        np.testing.assert_array_equal(graph.merges_, dense.merges_)
+        np.testing.assert_array_equal(graph.labels_, dense.labels_)
+        assert (graph.merge_costs_ <= threshold).all()

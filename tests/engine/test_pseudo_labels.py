@@ -115,3 +115,53 @@ def test_a_threshold_that_leaves_only_outliers_is_refused_naming_the_keys():
     cfg = ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.0, min_cluster_size=2)
     with pytest.raises(ValueError, match="min_cluster_size=2.*distance_threshold"):
         assign_pseudo_labels(feats, cfg, epoch=3)
+
+
+def test_connectivity_follows_the_size_threshold_and_is_logged(caplog):
+    from ray_reid.engine.pseudo_labels import hierarchy_connectivity
+
+    caplog.set_level("INFO", logger="ray_reid.engine.pseudo_labels")
+    cfg = ClusterConfig(graph_above=100)
+    assert hierarchy_connectivity(100, cfg) == "dense"
+    assert hierarchy_connectivity(101, cfg) == "knn"
+    assert "k-NN graph path (k=20, index auto): 101 images > cluster.graph_above=100" in caplog.text
+    assert hierarchy_connectivity(5, ClusterConfig(connectivity="knn")) == "knn"
+    assert hierarchy_connectivity(10**6, ClusterConfig(connectivity="dense")) == "dense"
+    # Ward's increase is exact on the dense path only, whatever the size
+    assert hierarchy_connectivity(10**6, ClusterConfig(regularizer="delta_sse", graph_above=100)) == "dense"
+
+
+def test_graph_path_on_a_complete_graph_gives_the_dense_labels():
+    feats = views(seed=3)
+    dense = assign_pseudo_labels(feats, ClusterConfig(merge_percent=0.5, connectivity="dense"), epoch=1)
+    graph = assign_pseudo_labels(feats, ClusterConfig(merge_percent=0.5, connectivity="knn", n_neighbors=39),
+                                 epoch=1)
+    np.testing.assert_array_equal(graph.labels, dense.labels)
+    np.testing.assert_allclose(graph.centroids["global"], dense.centroids["global"])
+
+
+def test_fp16_shards_past_the_threshold_and_clustering_accepts_them():
+    from ray_reid.engine.pseudo_labels import shard_for_clustering
+
+    feats = views(seed=4)
+    small = shard_for_clustering(feats, 40, ClusterConfig())
+    assert all(v.dtype == np.float32 for v in small.values())
+    half = shard_for_clustering(feats, 40, ClusterConfig(fp16_shards_above_gb=0))
+    assert all(v.dtype == np.float16 for v in half.values())
+    cfg = ClusterConfig(merge_percent=0.5, connectivity="knn", n_neighbors=10)
+    result = assign_pseudo_labels(half, cfg, epoch=0)
+    assert result.n_clusters == 20 and result.centroids["global"].dtype == np.float32
+    assert same_partition(result.labels, assign_pseudo_labels(feats, cfg, epoch=0).labels)
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ({"connectivity": "sparse"}, "cluster.connectivity"),
+    ({"graph_above": 0}, "cluster.graph_above"),
+    ({"n_neighbors": 0}, "cluster.n_neighbors"),
+    ({"knn_index": "hnsw"}, "cluster.knn_index"),
+    ({"fp16_shards_above_gb": -1.0}, "cluster.fp16_shards_above_gb"),
+    ({"connectivity": "knn", "regularizer": "delta_sse", "lam": 0.1}, "cluster.connectivity"),
+])
+def test_bad_graph_settings_are_refused_naming_the_key(override, key):
+    with pytest.raises(ValueError, match=key):
+        ClusterConfig(**override)

@@ -1,0 +1,196 @@
+"""Benchmark: HierarchicalSSE past the dense limit — dense K×K state vs the k-NN graph path.
+
+Features are synthetic sphere mixtures (``benchmarks/_sphere_mixture.py``) with Market-1501's
+ratio of images to identities (12,936 : 751), clustered down to the true number of identities
+with average linkage + SSE (the training default). Each (case, path) runs in a fresh process,
+so wall time, CPU time and peak RSS (the process's whole high-water mark, features included)
+are its own; the load average of the machine is printed beside every figure. Quality: ARI
+against the true mixture, and graph against dense where dense ran.
+
+Then a model of one clustering of 1,000,000 images on one GPU from the measured rounds: the
+number of edges re-costed per sample (each an O(d) gather + dot product), scaled to 1M, at an
+assumed memory bandwidth, plus the exact k-NN search at an assumed matrix-product rate.
+
+    python -m benchmarks.clustering_scale                              # 12,936×2048 dense+graph, 32,621 and 100,000 ×512 graph
+    python -m benchmarks.clustering_scale --cases 300000x512           # the biggest case alone
+    python -m benchmarks.clustering_scale --cases 12936x2048 --dense-max 12936
+
+Targets (2-core CPU): N = 100,000 × 512 with peak RSS <= 4 GB and wall <= 10 min; N = 12,936 ×
+2048 graph >= 3x faster than dense with ARI >= 0.95 to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._sphere_mixture import sphere_mixture
+
+IDS_PER_IMAGE = 751 / 12936
+LAM = 0.05
+
+
+def _case(text: str) -> tuple[int, int]:
+    try:
+        n, d = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a case is NxD, e.g. 100000x512; got {text!r}") from None
+    if n < 100 or d < 1:
+        raise argparse.ArgumentTypeError(f"need N >= 100 and D >= 1, got {text!r}")
+    return n, d
+
+
+def _measure(path: str, connectivity: str, n_clusters: int, n_neighbors: int, knn_index: str) -> dict:
+    """In a fresh process: one clustering of the saved features; time, CPU, peak RSS, rounds."""
+    from ray_reid.clustering.hierarchical import HierarchicalSSE
+
+    x = np.load(path)
+    start, cpu = time.perf_counter(), time.process_time()
+    model = HierarchicalSSE(n_clusters, lam=LAM, linkage="average", regularizer="sse", device="auto",
+                            connectivity=connectivity, n_neighbors=n_neighbors, knn_index=knn_index).fit(x)
+    out = {
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": time.process_time() - cpu,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "labels": model.labels_,
+        "load_after": os.getloadavg()[0],
+    }
+    if model.rounds_ is not None:
+        out |= {
+            "graph_seconds": model.graph_seconds_,
+            "edges": model.n_edges_,
+            "rounds": len(model.rounds_),
+            "recosted": int(sum(r.recosted for r in model.rounds_)),
+            "rac_seconds": float(sum(r.seconds for r in model.rounds_)),
+        }
+    return out
+
+
+def _fresh(fn, *args, timeout: float):
+    ctx = multiprocessing.get_context("spawn")
+    with cf.ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result(timeout=timeout)
+
+
+def run_case(n: int, d: int, args: argparse.Namespace, tmp: Path) -> dict:
+    from sklearn.metrics import adjusted_rand_score
+
+    ids = max(2, round(n * IDS_PER_IMAGE))
+    x, y = sphere_mixture(n, ids, d)
+    path = str(tmp / f"x_{n}_{d}.npy")
+    np.save(path, x)
+    del x
+    result: dict = {"n": n, "d": d, "ids": ids, "k": args.n_neighbors}
+    paths = (["dense"] if n <= args.dense_max else []) + ["knn"]
+    for connectivity in paths:
+        load = os.getloadavg()[0]
+        try:
+            res = _fresh(_measure, path, connectivity, ids, args.n_neighbors, args.knn_index, timeout=args.timeout)
+        except cf.TimeoutError:
+            print(f"  N={n:7d} d={d:4d} {connectivity:5s} did not finish within {args.timeout:.0f} s", flush=True)
+            continue
+        labels = res.pop("labels")
+        res["ari_truth"] = float(adjusted_rand_score(y, labels))
+        res["load_before"] = load
+        if connectivity == "knn" and "dense" in result:
+            res["ari_to_dense"] = float(adjusted_rand_score(result["dense"].pop("_labels"), labels))
+        else:
+            res["_labels"] = labels
+        result[connectivity] = res
+        extra = ""
+        if connectivity == "knn":
+            extra = (f"  [k-NN {res['graph_seconds']:.1f} s, {res['edges']:,} edges; {res['rounds']} rounds "
+                     f"{res['rac_seconds']:.1f} s, {res['recosted']:,} edges re-costed]")
+            if "ari_to_dense" in res:
+                extra += f"  ARI to dense {res['ari_to_dense']:.4f}"
+        print(f"  N={n:7d} d={d:4d} {connectivity:5s} {res['seconds']:8.1f} s wall (cpu {res['cpu_seconds']:7.1f} s)  "
+              f"peak RSS {res['peak_rss_gb']:5.2f} GB  ARI {res['ari_truth']:.4f}  load {load:.1f}->"
+              f"{res['load_after']:.1f}{extra}", flush=True)
+    for res in (result.get("dense"), result.get("knn")):
+        if res:
+            res.pop("_labels", None)
+    if "dense" in result and "knn" in result:
+        dense, graph = result["dense"], result["knn"]
+        print(f"  N={n:7d} dense / graph: wall {dense['seconds'] / graph['seconds']:.2f}x, "
+              f"cpu {dense['cpu_seconds'] / graph['cpu_seconds']:.2f}x, memory "
+              f"{dense['peak_rss_gb'] / graph['peak_rss_gb']:.2f}x", flush=True)
+    os.remove(path)
+    return result
+
+
+def million_model(results: list[dict], args: argparse.Namespace) -> dict | None:
+    """Seconds for 1M images on one GPU, scaled from the largest measured graph run."""
+    runs = [r for r in results if "knn" in r]
+    if not runs:
+        return None
+    big = max(runs, key=lambda r: r["n"])
+    n_target, d = 1_000_000, big["d"]
+    recost_per_sample = big["knn"]["recosted"] / big["n"]
+    rounds = big["knn"]["rounds"]
+    bytes_moved = recost_per_sample * n_target * 2 * d * 4  # two float32 rows gathered per re-costed edge
+    rac = bytes_moved / (args.gpu_bandwidth_tbs * 1e12) + rounds * args.gpu_round_overhead_s
+    knn_flops = n_target * n_target * d * 2  # exact flat search
+    knn = knn_flops / (args.gpu_tflops * 1e12)
+    model = {
+        "from_case": f"{big['n']}x{d}", "recosted_per_sample": recost_per_sample, "rounds": rounds,
+        "rac_seconds": rac, "knn_seconds": knn, "total_seconds": rac + knn,
+        "state_gb": n_target * d * 4 / 1e9, "edges_gb": big["knn"]["edges"] / big["n"] * n_target * 8 * 5 / 1e9,
+        "assumptions": {"bandwidth_tb_s": args.gpu_bandwidth_tbs, "matmul_tflops": args.gpu_tflops,
+                        "round_overhead_s": args.gpu_round_overhead_s},
+    }
+    print(f"\n== model: 1,000,000 images x {d} on one GPU (from the {model['from_case']} run: "
+          f"{recost_per_sample:.1f} edge re-costs per image, {rounds} rounds)")
+    print(f"  exact k-NN: {knn_flops:.2e} flops at {args.gpu_tflops} TFLOP/s = {knn:.0f} s")
+    print(f"  RAC rounds: {bytes_moved / 1e12:.2f} TB gathered at {args.gpu_bandwidth_tbs} TB/s + {rounds} rounds x "
+          f"{args.gpu_round_overhead_s} s = {rac:.1f} s")
+    print(f"  total ~{rac + knn:.0f} s; memory: sums {model['state_gb']:.1f} GB + edges ~{model['edges_gb']:.1f} GB "
+          "(the dense K×K state would be 4,000 GB)")
+    return model
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cases", type=_case, nargs="+", default=[(12936, 2048), (32621, 512), (100000, 512)],
+                   help="NxD cases (add 300000x512 for the biggest)")
+    p.add_argument("--dense-max", type=int, default=12936, help="run the dense path only up to this N")
+    p.add_argument("--n-neighbors", type=int, default=20)
+    p.add_argument("--knn-index", default="auto", choices=("auto", "flat", "ivf"))
+    p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per clustering")
+    p.add_argument("--gpu-bandwidth-tbs", type=float, default=3.0, help="model: effective gather bandwidth")
+    p.add_argument("--gpu-tflops", type=float, default=50.0, help="model: fp32/tf32 matrix-product rate")
+    p.add_argument("--gpu-round-overhead-s", type=float, default=0.05, help="model: launches and syncs per round")
+    p.add_argument("--json", type=Path, default=None, help="write every figure here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} (shared machine)")
+    print(f"== average linkage + SSE (lam={LAM}) down to the true number of identities; "
+          f"graph path k={args.n_neighbors}, index {args.knn_index}")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        for n, d in args.cases:
+            results.append(run_case(n, d, args, Path(tmp)))
+    model = million_model(results, args)
+    if args.json:
+        from ray_reid.atomic import atomic_write
+
+        text = json.dumps({"cases": results, "million_model": model}, indent=2)
+        atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
+        print(f"figures written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
