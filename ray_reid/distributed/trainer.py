@@ -16,10 +16,13 @@ from ray_reid import locations
 from ray_reid.config import TrainConfig
 from ray_reid.distributed.actor import get_or_create_actor
 from ray_reid.distributed.worker import train_loop_per_worker
-from ray_reid.engine.checkpoint import HISTORY_FILE
+from ray_reid.engine.checkpoint import HISTORY_FILE, remove_orphans
 from ray_reid.storage import pyarrow_filesystem, use_endpoint
 
 log = logging.getLogger(__name__)
+
+#: Checkpoints kept per run (Ray Train's ``num_to_keep``; orphans beyond it are removed too).
+KEEP_CHECKPOINTS = 3
 
 
 @dataclass
@@ -37,7 +40,7 @@ def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> 
         resources["GPU"] = cfg.run.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker=train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "actor": actor},
+        train_loop_config={"config": cfg.to_dict(), "actor": actor, "run_uri": run_location(cfg)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
@@ -46,7 +49,7 @@ def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> 
             storage_path=path,
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=3),
+            checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
             callbacks=callbacks,
         ),
     )
@@ -68,6 +71,8 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitOutcome:
         result = trainer.fit()
     finally:
         ray.kill(actor, no_restart=True)
+    remove_orphans(run_uri, [c.path for c, _ in (result.best_checkpoints or [])], endpoint_url=cfg.run.s3_endpoint,
+                   keep=KEEP_CHECKPOINTS)
     history: list[dict[str, Any]] = []
     ckpt_path = None
     if result.checkpoint is not None:

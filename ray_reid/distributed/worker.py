@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -16,20 +17,25 @@ import torch
 import torch.distributed as dist
 
 from ray_reid.config import config_from_dict
+from ray_reid.engine.checkpoint import download_checkpoint, newest_complete_checkpoint, remove_checkpoints
 from ray_reid.engine.loop import train_worker
 from ray_reid.engine.pseudo_labels import PseudoLabels
 from ray_reid.storage import use_endpoint
+
+log = logging.getLogger(__name__)
 
 
 class RayTrainContext:
     """WorkerContext over Ray Train: DDP via prepare_model, clustering via the named actor."""
 
-    def __init__(self, actor):
+    def __init__(self, actor, run_uri: str, s3_endpoint: str | None = None):
         context = ray.train.get_context()
         self.rank = context.get_world_rank()
         self.world_size = context.get_world_size()
         self.device = ray.train.torch.get_device()
         self.actor = actor
+        self.run_uri = run_uri
+        self.s3_endpoint = s3_endpoint
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return ray.train.torch.prepare_model(model)
@@ -48,12 +54,38 @@ class RayTrainContext:
 
     @contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as folder:
-            yield Path(folder)
+        """The newest complete checkpoint in the run's storage, the same folder on every rank.
+
+        Not simply ``ray.train.get_checkpoint()``: that is the newest one the controller
+        registered, and a group killed within a controller poll of its last reports leaves
+        finished checkpoints it never saw (see :func:`newest_complete_checkpoint`). Rank 0
+        chooses, removes the incomplete leftovers, and tells the other ranks which folder.
+        """
+        registered = ray.train.get_checkpoint()
+        with tempfile.TemporaryDirectory(prefix="ray_reid_resume_") as workdir:
+            chosen = None
+            if self.rank == 0:
+                chosen, rejected = newest_complete_checkpoint(self.run_uri, workdir, endpoint_url=self.s3_endpoint)
+                for name, why in rejected.items():
+                    log.warning("checkpoint %s/%s is incomplete (%s): removed", self.run_uri, name, why)
+                if rejected:
+                    remove_checkpoints(self.run_uri, sorted(rejected), endpoint_url=self.s3_endpoint)
+                if chosen is not None:
+                    known = Path(registered.path).name if registered is not None else None
+                    log.info("resuming from %s/%s, the newest complete checkpoint (epoch %d)%s", self.run_uri,
+                             chosen.name, chosen.epoch,
+                             "" if known == chosen.name else f"; Ray Train had registered {known or 'none'}")
+            name = self.all_gather(chosen.name if chosen is not None else None)[0]
+            if name is None:
+                if registered is None:
+                    yield None
+                    return
+                with registered.as_directory() as folder:  # e.g. a run whose folder moved: trust Ray
+                    yield Path(folder)
+                return
+            # Another rank makes its own copy of rank 0's choice (validated there already).
+            yield chosen.local_path if chosen is not None else download_checkpoint(
+                self.run_uri, name, Path(workdir) / name, self.s3_endpoint)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
@@ -68,4 +100,4 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     threads = max(1, int(cfg.run.cpus_per_worker))
     torch.set_num_threads(threads)
     os.environ.setdefault("OMP_NUM_THREADS", str(threads))
-    train_worker(cfg, RayTrainContext(loop_config["actor"]))
+    train_worker(cfg, RayTrainContext(loop_config["actor"], loop_config["run_uri"], cfg.run.s3_endpoint))

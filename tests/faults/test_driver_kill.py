@@ -1,5 +1,5 @@
 """Fault 3: the driver (``jobs/train.py`` with its own local Ray) is SIGKILLed after a checkpoint;
-rerunning the same command with the same ``--name`` continues from the latest registered checkpoint.
+rerunning the same command with the same ``--name`` continues after the newest complete checkpoint.
 
 The driver runs in its own session (process group), so killing that group takes down its Ray too
 (GCS, raylet, workers), the way a stopped job or a lost head node would, without touching any
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from fault_helpers import checkpoint_dirs, children, is_running, process_title
+
+from ray_reid.engine.checkpoint import check_complete
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 3
@@ -81,15 +83,16 @@ def test_killed_driver_rerun_with_the_same_name_continues_after_the_latest_check
         os.kill(pid, signal.SIGKILL)
     assert leftovers == [], f"processes of the killed driver survived: {leftovers}"
 
+    # What the dead driver left complete in storage, registered by its controller or not.
+    complete = [check_complete(f)[0] for f in run_dir.glob("checkpoint_*")]
     rerun = subprocess.run(_command(tiny_synthetic_root, storage), capture_output=True, text=True, cwd=REPO,
                            env=_env(), timeout=480, start_new_session=True)
     log2 = rerun.stdout + rerun.stderr
     assert rerun.returncode == 0, log2[-4000:]
     resumed = [int(m) for m in re.findall(r"continuing at epoch (\d+)", log2)]
     assert resumed, "the rerun did not resume from a checkpoint"
-    # Resumes right after the newest checkpoint the dead driver had registered (one that appeared
-    # less than a poll before the kill may legitimately not be registered yet).
-    assert resumed[0] - 1 in on_disk and resumed[0] - 1 >= max(settled)
+    # Resumes right after the newest complete checkpoint: at most the epoch in progress is lost.
+    assert resumed[0] - 1 == max(complete) and resumed[0] - 1 >= max(settled), (resumed, complete, settled)
     history = json.loads((checkpoint_dirs(run_dir)[-1] / "history.json").read_text())
     assert [row["epoch"] for row in history] == list(range(EPOCHS))
     summary = json.loads((run_dir / "summary.json").read_text())

@@ -1,4 +1,4 @@
-"""Fault 1: a Ray Train worker process is SIGKILLed mid-run; the group restarts from the latest checkpoint.
+"""Fault 1: a Ray Train worker process is SIGKILLed mid-run; the group restarts from the newest complete checkpoint.
 
 The uninterrupted run with the same seed is the reference. Every epoch reseeds torch from
 (seed, epoch, rank), the sampler from (seed, epoch), and a checkpoint restores model, optimizer
@@ -18,6 +18,8 @@ import time
 import pytest
 
 from fault_helpers import checkpoint_dirs, ray_actor_pids, wait_for
+
+from ray_reid.engine.checkpoint import check_complete
 
 EPOCHS = 4
 # A checkpoint reported less than one controller poll (2 s) before a crash may not be registered yet.
@@ -56,17 +58,24 @@ def test_killed_worker_resumes_from_latest_checkpoint_and_matches_an_uninterrupt
     wait_for(lambda: len(ray_actor_pids("RayTrainWorker") - workers_before - group) == 2 or not thread.is_alive(),
              240, "a restarted worker group")
     restarted = ray_actor_pids("RayTrainWorker") - workers_before - group
+    # What the killed group left complete in storage (registered by the controller or not); a folder
+    # it was writing at the kill does not count. The new group may already have added to it.
+    at_restart = {f.name: check_complete(f)[0] for f in run_dir.glob("checkpoint_*")}
+    newest_at_restart = max(at_restart.values(), default=-1)
     thread.join(timeout=420)
     assert not thread.is_alive(), "run did not finish within 7 minutes after the worker was killed"
     assert "error" not in outcome, f"run failed instead of resuming: {outcome.get('error')!r}"
     resumed = outcome["result"]
 
     assert len(restarted) == 2, "the worker group was not restarted after the kill"
-    # No epoch counted twice, none missing. The newest three folders are the kept checkpoints of epochs
-    # E-3..E-1 (num_to_keep=3); an older extra folder can be the one the killed group wrote but the
-    # controller never registered, so it was neither resumed from nor garbage-collected.
+    # No epoch counted twice, none missing, and at most the epoch in progress lost: the new group resumed
+    # from the newest complete checkpoint, so every checkpoint it wrote is of a later epoch.
     assert [row["epoch"] for row in resumed.history] == list(range(EPOCHS))
-    epochs_on_disk = [json.loads((f / "meta.json").read_text())["epoch"] for f in checkpoint_dirs(run_dir)]
+    written_after = sorted(json.loads((f / "meta.json").read_text())["epoch"]
+                           for f in checkpoint_dirs(run_dir) if f.name not in at_restart)
+    assert written_after == list(range(newest_at_restart + 1, EPOCHS)), (at_restart, written_after)
+    # Kept: the three newest epochs; an older one only if Ray registered it (its own to prune).
+    epochs_on_disk = sorted(json.loads((f / "meta.json").read_text())["epoch"] for f in checkpoint_dirs(run_dir))
     assert epochs_on_disk[-3:] == list(range(EPOCHS - 3, EPOCHS)) and len(epochs_on_disk) <= 4, epochs_on_disk
 
     # Same seed, same state at the resumed epoch: figures agree to float-summation noise. gloo
