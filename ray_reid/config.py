@@ -204,8 +204,12 @@ class RunSection:
     save_embeddings: bool = False
     s3_endpoint: str | None = None
     mlflow_uri: str | None = None  # also log the run to this MLflow tracking URI (needs the mlflow extra)
+    clusterer_resource: bool = False  # the actor must wait for a node with {"clusterer": 1}, declared or not
+    placement_timeout_s: float = 1800.0  # how long the driver waits for that node (an AWS GPU node boots in ~10 min)
+    shared_storage: bool = False  # a local storage_path that every node mounts (NFS, EFS, one host)
 
     def __post_init__(self) -> None:
+        _check(self.placement_timeout_s > 0, "run.placement_timeout_s", self.placement_timeout_s, "a number > 0")
         _check(bool(self.name) and "/" not in self.name, "run.name", self.name, "a non-empty name without '/'")
         _check(self.num_workers >= 0, "run.num_workers", self.num_workers, "an integer >= 0 (0 = in-process)")
         _check(self.gpus_per_worker >= 0, "run.gpus_per_worker", self.gpus_per_worker, "a number >= 0")

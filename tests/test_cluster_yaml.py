@@ -62,21 +62,19 @@ def test_autoscaling_bounds_fit_the_cluster_limit(prepared):
     assert gpu["GPU"] == 1 and gpu["CPU"] >= 4 and "clusterer" not in gpu
 
 
-def test_actor_placement_asks_for_the_resource_the_yaml_provides(prepared, monkeypatch):
-    """The code's request for the clustering actor must be satisfiable by the clusterer node only."""
-    from ray_reid.distributed import actor
+def test_actor_placement_asks_for_the_resource_the_yaml_provides_before_any_worker_joined(raw_config):
+    """Right after `ray up` only the head is up; the request must still be the clusterer node's, GPU included."""
+    from ray_reid.distributed.placement import clusterer_placement, node_types_from_config
 
-    types = _node_types(prepared)
-    total: dict[str, float] = {}
-    for spec in types.values():
-        count = 1 if spec is types[prepared["head_node_type"]] else spec["max_workers"]
-        for key, value in spec["resources"].items():
-            total[key] = total.get(key, 0) + value * count
-    monkeypatch.setattr(actor.ray, "cluster_resources", lambda: total)
-    options, _ = actor.actor_resources(num_workers=8, gpus_per_worker=1, cpus_per_worker=4)
-    wanted = dict(options.get("resources", {}))
-    wanted["CPU"] = options.get("num_cpus", 1)
-    wanted["GPU"] = options.get("num_gpus", 0)
+    types = _node_types(raw_config)
+    head_only = [{"node_id": "head", "resources": dict(types[raw_config["head_node_type"]]["resources"])}]
+    placement = clusterer_placement(requested=False, nodes=head_only, declared=node_types_from_config(raw_config),
+                                    num_workers=8, gpus_per_worker=1, cpus_per_worker=4)
+    assert placement.waits_for == {"clusterer": 1} and not placement.fallback
+    wanted = dict(placement.options.get("resources", {}))
+    wanted["CPU"] = placement.options.get("num_cpus", 1)
+    wanted["GPU"] = placement.options.get("num_gpus", 0)
+    assert wanted["GPU"] == 1  # the clusterer node's GPU is the actor's, not a DDP rank's
     fits = [n for n, s in types.items() if all(s["resources"].get(k, 0) >= v for k, v in wanted.items() if v)]
     assert fits == ["clusterer"]
 

@@ -16,6 +16,7 @@ import numpy as np
 import ray
 
 from ray_reid.config import ClusterConfig
+from ray_reid.distributed.placement import ActorPlacement
 from ray_reid.engine.pseudo_labels import PseudoLabels, assign_pseudo_labels
 
 log = logging.getLogger(__name__)
@@ -117,27 +118,12 @@ class ClusteringActor:
         return self.service.submit(epoch, n_total, world_size, rank, indices, features)
 
 
-def actor_resources(num_workers: int, gpus_per_worker: float, cpus_per_worker: float) -> tuple[dict[str, Any], str]:
-    """Where the actor goes: the `clusterer` node resource, else a spare GPU, else CPU (with a reason)."""
-    total = ray.cluster_resources()
-    if total.get("clusterer", 0) >= 1:
-        options: dict[str, Any] = {"resources": {"clusterer": 1}, "num_cpus": 1}
-        if total.get("GPU", 0) >= 1:
-            options["num_gpus"] = 1  # reserve the clusterer node's GPU so no DDP worker takes it
-        return options, "on the node with the 'clusterer' resource"
-    spare_gpus = total.get("GPU", 0) - num_workers * gpus_per_worker
-    if spare_gpus >= 1:
-        return {"num_gpus": 1, "num_cpus": 1}, "on a spare GPU"
-    spare_cpus = total.get("CPU", 0) - num_workers * cpus_per_worker
-    return {"num_cpus": 1 if spare_cpus >= 1 else 0}, "on CPU (no clusterer resource and no spare GPU)"
-
-
-def get_or_create_actor(run_name: str, cluster_cfg: dict[str, Any], *, num_workers: int, gpus_per_worker: float,
-                        cpus_per_worker: float, embeddings_uri: str | None = None, s3_endpoint: str | None = None):
-    options, where = actor_resources(num_workers, gpus_per_worker, cpus_per_worker)
-    log.info("ClusteringActor placed %s: %s", where, options)
+def get_or_create_actor(run_name: str, cluster_cfg: dict[str, Any], placement: ActorPlacement, *, num_workers: int,
+                        embeddings_uri: str | None = None, s3_endpoint: str | None = None):
+    """The run's named actor with ``placement``'s options (pending until a node can hold it)."""
+    log.info("ClusteringActor placed %s: %s", placement.reason, placement.options)
     handle = ClusteringActor.options(
         name=f"{ACTOR_NAME_PREFIX}_{run_name}", get_if_exists=True, max_concurrency=max(4, num_workers + 2),
-        lifetime=None, **options,
+        lifetime=None, **placement.options,
     ).remote(cluster_cfg, embeddings_uri, s3_endpoint)
     return handle

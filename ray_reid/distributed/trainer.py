@@ -15,6 +15,13 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray_reid import locations
 from ray_reid.config import TrainConfig
 from ray_reid.distributed.actor import get_or_create_actor
+from ray_reid.distributed.placement import (
+    check_storage_shared,
+    clusterer_placement,
+    declared_node_types,
+    live_nodes,
+    wait_until_placed,
+)
 from ray_reid.distributed.worker import train_loop_per_worker
 from ray_reid.engine.checkpoint import HISTORY_FILE, remove_orphans
 from ray_reid.storage import pyarrow_filesystem, use_endpoint
@@ -40,7 +47,7 @@ def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> 
         resources["GPU"] = cfg.run.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker=train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict(), "actor": actor, "run_uri": run_location(cfg)},
+        train_loop_config={"config": cfg.to_dict(), "actor": actor, "run_uri": locations.run_dir(cfg)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
                                      resources_per_worker=resources),
@@ -59,12 +66,18 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitOutcome:
     """Run (or resume, for the same storage_path and run name) the distributed training."""
     use_endpoint(cfg.run.s3_endpoint)
     run_uri = locations.run_dir(cfg)
+    nodes, declared = live_nodes(), declared_node_types()
+    storage = check_storage_shared(cfg.run.storage_path, shared=cfg.run.shared_storage, nodes=nodes, declared=declared)
+    if not storage.ok:
+        raise ValueError(storage.message)
+    placement = clusterer_placement(requested=cfg.run.clusterer_resource, nodes=nodes, declared=declared,
+                                    num_workers=cfg.run.num_workers, gpus_per_worker=cfg.run.gpus_per_worker,
+                                    cpus_per_worker=cfg.run.cpus_per_worker)
     actor = get_or_create_actor(
-        cfg.run.name, dict(cfg.to_dict()["cluster"]), num_workers=cfg.run.num_workers,
-        gpus_per_worker=cfg.run.gpus_per_worker, cpus_per_worker=cfg.run.cpus_per_worker,
+        cfg.run.name, dict(cfg.to_dict()["cluster"]), placement, num_workers=cfg.run.num_workers,
         embeddings_uri=f"{run_uri}/embeddings" if cfg.run.save_embeddings else None, s3_endpoint=cfg.run.s3_endpoint,
     )
-    where = ray.get(actor.where.remote())
+    where = wait_until_placed(actor, placement, timeout_s=cfg.run.placement_timeout_s)
     log.info("ClusteringActor runs on node %s (%s)", where["node_id"][:8], where["device"])
     trainer = build_trainer(cfg, actor, callbacks=callbacks)
     try:

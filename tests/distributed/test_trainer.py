@@ -41,8 +41,10 @@ def test_two_worker_gloo_run_with_actor_and_resume(ray_session, two_worker_cfg, 
 
 
 def test_actor_goes_to_cpu_without_gpus_or_clusterer_resource(ray_session):
-    from ray_reid.distributed.actor import actor_resources
+    from ray_reid.distributed.placement import clusterer_placement, live_nodes
 
-    options, where = actor_resources(num_workers=2, gpus_per_worker=0, cpus_per_worker=1)
+    placement = clusterer_placement(requested=False, nodes=live_nodes(), declared={}, num_workers=2,
+                                    gpus_per_worker=0, cpus_per_worker=1)
+    options = placement.options
     assert "clusterer" not in options.get("resources", {}) and "num_gpus" not in options
-    assert "CPU" in where
+    assert placement.fallback and placement.waits_for is None and "CPU" in placement.reason

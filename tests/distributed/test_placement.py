@@ -1,0 +1,100 @@
+"""Placement against the cluster the user described, not the nodes up at submission."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from ray_reid.distributed.placement import (
+    NodeType,
+    check_storage_shared,
+    clusterer_placement,
+    declared_node_types,
+    node_types_from_config,
+)
+
+HEAD = {"node_id": "aa", "address": "10.0.0.1", "resources": {"CPU": 0.0, "GPU": 0.0}}
+GPU_NODE = {"node_id": "bb", "address": "10.0.0.2", "resources": {"CPU": 8.0, "GPU": 1.0}}
+CLUSTERER_NODE = {"node_id": "cc", "address": "10.0.0.3", "resources": {"CPU": 8.0, "GPU": 1.0, "clusterer": 1.0}}
+AUTOSCALER = {
+    "max_workers": 9, "head_node_type": "head",
+    "available_node_types": {
+        "head": {"resources": {"CPU": 0, "GPU": 0}, "max_workers": 0},
+        "gpu_worker": {"resources": {"CPU": 8, "GPU": 1}, "min_workers": 0, "max_workers": 8},
+        "clusterer": {"resources": {"CPU": 8, "GPU": 1, "clusterer": 1}, "min_workers": 1, "max_workers": 1},
+    },
+}
+
+
+def place(nodes, declared=None, requested=False):
+    return clusterer_placement(requested=requested, nodes=nodes, declared=declared or {}, num_workers=2,
+                               gpus_per_worker=1, cpus_per_worker=4)
+
+
+def test_declared_node_types_come_from_the_autoscaler_config_without_the_head(tmp_path, monkeypatch):
+    import yaml
+
+    path = tmp_path / "bootstrap.yaml"
+    path.write_text(yaml.safe_dump(AUTOSCALER))
+    monkeypatch.setenv("RAY_REID_AUTOSCALING_CONFIG", str(path))
+    types = declared_node_types()
+    assert set(types) == {"gpu_worker", "clusterer"}
+    assert types["clusterer"] == NodeType("clusterer", {"CPU": 8, "GPU": 1, "clusterer": 1}, 1)
+    monkeypatch.setenv("RAY_REID_AUTOSCALING_CONFIG", str(tmp_path / "absent.yaml"))
+    assert declared_node_types() == {}
+
+
+def test_a_declared_clusterer_type_is_waited_for_even_when_only_the_head_is_up():
+    placement = place([HEAD], node_types_from_config(AUTOSCALER))
+    assert placement.options == {"resources": {"clusterer": 1}, "num_cpus": 1, "num_gpus": 1}
+    assert placement.waits_for == {"clusterer": 1} and not placement.fallback
+    assert "'clusterer' of the autoscaler config" in placement.reason
+
+
+def test_asked_for_with_the_flag_it_waits_without_claiming_a_gpu_it_cannot_know_of():
+    placement = place([HEAD, GPU_NODE], requested=True)
+    assert placement.options == {"resources": {"clusterer": 1}, "num_cpus": 1}
+    assert placement.waits_for == {"clusterer": 1} and "--clusterer-resource" in placement.reason
+
+
+def test_a_present_clusterer_node_without_gpu_is_not_asked_for_one():
+    cpu_clusterer = {**CLUSTERER_NODE, "resources": {"CPU": 2.0, "clusterer": 1.0}}
+    placement = place([HEAD, GPU_NODE, cpu_clusterer])
+    assert placement.options == {"resources": {"clusterer": 1}, "num_cpus": 1}  # else it could never be placed
+
+
+def test_without_any_declaration_the_fallback_is_deliberate_and_says_so():
+    spare = place([HEAD, GPU_NODE, GPU_NODE, GPU_NODE])
+    assert spare.fallback and spare.options == {"num_gpus": 1, "num_cpus": 1} and "spare GPU" in spare.reason
+    cpu = place([HEAD, GPU_NODE, GPU_NODE])
+    assert cpu.fallback and "num_gpus" not in cpu.options and cpu.waits_for is None
+
+
+def test_a_local_storage_path_on_several_nodes_is_refused_naming_path_and_nodes():
+    check = check_storage_shared("/home/u/runs", shared=False, nodes=[HEAD, GPU_NODE], declared={})
+    assert not check.ok and "/home/u/runs" in check.message and "10.0.0.2" in check.message
+    assert "--shared-storage" in check.message
+    growing = check_storage_shared("/home/u/runs", shared=False, nodes=[HEAD],
+                                   declared=node_types_from_config(AUTOSCALER))
+    assert not growing.ok and "gpu_worker" in growing.message  # one node now, more to come
+    assert check_storage_shared("/nfs/runs", shared=True, nodes=[HEAD, GPU_NODE], declared={}).ok
+    assert check_storage_shared("s3://b/runs", shared=False, nodes=[HEAD, GPU_NODE], declared={}).ok
+    assert check_storage_shared("runs", shared=False, nodes=[HEAD], declared={}).ok  # a laptop
+
+
+def test_the_driver_waits_visibly_and_times_out_naming_the_resource(ray_session, caplog):
+    import ray
+
+    from ray_reid.distributed.actor import ClusteringActor
+    from ray_reid.distributed.placement import ActorPlacement, wait_until_placed
+
+    placement = ActorPlacement({"resources": {"clusterer_absent": 1}, "num_cpus": 0}, "on a test node",
+                               waits_for={"clusterer_absent": 1})
+    handle = ClusteringActor.options(**placement.options).remote({"method": "hc_sse"})
+    with caplog.at_level(logging.INFO, logger="ray_reid.distributed.placement"):
+        with pytest.raises(TimeoutError, match=r"waited \d+s for a node with \{'clusterer_absent': 1\}"):
+            wait_until_placed(handle, placement, timeout_s=3.0, report_every_s=1.0)
+    assert any("waiting for a node with {'clusterer_absent': 1}" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ray.exceptions.RayActorError):  # killed, so the autoscaler stops asking for the node
+        ray.get(handle.where.remote(), timeout=60)
