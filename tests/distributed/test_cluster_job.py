@@ -68,6 +68,7 @@ def test_submitted_training_job_succeeds_with_actor_on_clusterer_node(cluster, t
         "--height", "32", "--width", "16", "--backbone", "resnet18", "--epochs", "2", "--iters", "2",
         "--batch", "4x2", "--workers", "2", "--cpus-per-worker", "1", "--storage-path", str(storage),
         "--name", "cluster-test", "--set", "cluster.merge_percent=0.5",
+        "--set", "run.shared_storage=true",  # both nodes are this host: the local folder is shared
     ])
     client = cluster.job_client()
     job_id = client.submit_job(entrypoint=entrypoint,
