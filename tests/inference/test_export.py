@@ -55,7 +55,7 @@ def test_onnx_export_matches_pytorch_on_any_batch_size(reid_checkpoint, tmp_path
 
 
 def test_export_of_a_multi_view_model_keeps_the_global_view_and_its_neck(tmp_path, images):
-    from conftest import write_reid_checkpoint
+    from reid_checkpoint import write_reid_checkpoint
 
     ckpt = write_reid_checkpoint(tmp_path / "ckpt", views="global+parts", seed=3)
     result = export_model(ckpt, tmp_path / "out", "torchscript")
