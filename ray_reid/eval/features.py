@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from ray_reid.eval.rank import _as_features, compute_distmat, evaluate_rank
+from ray_reid.eval.rank import compute_distmat, evaluate_rank
+from ray_reid.eval.topk import as_features as _as_features
 
 
 def l2_normalize(feats: np.ndarray, eps: float = 1e-12) -> np.ndarray:

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ray_reid.eval.topk import as_features
+
 log = logging.getLogger(__name__)
 
 #: Working memory (bytes) one chunk of queries may use, on top of the distance matrix itself.
@@ -320,8 +322,8 @@ def compute_distmat(query_feats: Any, gallery_feats: Any, *, chunk_size: int = 4
     features this is ``2 − 2·cos``, the protocol's distance; normalise before calling for
     that (``reid_metrics`` does).
     """
-    q = _as_features("query_feats", query_feats)
-    g = _as_features("gallery_feats", gallery_feats)
+    q = as_features("query_feats", query_feats)
+    g = as_features("gallery_feats", gallery_feats)
     if q.shape[1] != g.shape[1]:
         raise ValueError(
             f"query_feats has dimension {q.shape[1]} but gallery_feats has {g.shape[1]}; they must match"
@@ -339,17 +341,3 @@ def compute_distmat(query_feats: Any, gallery_feats: Any, *, chunk_size: int = 4
         block += g_sq[None, :]
         np.maximum(block, 0.0, out=block)
     return out
-
-
-def _as_features(name: str, feats: Any) -> np.ndarray:
-    if type(feats).__module__.startswith("torch"):
-        feats = feats.detach().float().cpu().numpy()
-    arr = np.asarray(feats)
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (num_images, dim), got shape {arr.shape}")
-    if arr.dtype.kind not in "fiu":
-        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
-    arr = np.ascontiguousarray(arr, dtype=np.float32)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return arr
