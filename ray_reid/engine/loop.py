@@ -27,6 +27,7 @@ from ray_reid.data.transforms import TransformConfig, test_transform, train_tran
 from ray_reid.engine.checkpoint import load_checkpoint, save_checkpoint
 from ray_reid.engine.context import WorkerContext
 from ray_reid.engine.extract import extract_features
+from ray_reid.engine.neck_init import init_neck_statistics
 from ray_reid.engine.pseudo_labels import shard_for_clustering
 from ray_reid.engine.train_epoch import train_one_epoch
 from ray_reid.eval.cluster_metrics import clustering_scores
@@ -135,6 +136,9 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         teacher = load_teacher(cfg.run.teacher, mcfg, ctx.device)
     with ctx.latest_checkpoint() as ckpt_dir:
         start_epoch, history = _restore(ckpt_dir, model, optimizer, scheduler)
+    # before DDP wraps the model: every rank sets the same statistics from the same images
+    init_neck_statistics(model, train, tf_test, device=ctx.device, loader_workers=cfg.data.loader_workers,
+                         bad_image_policy=cfg.data.on_bad_image)
     model = ctx.prepare_model(model)
     shard = shard_indices(n_train, ctx.rank, world)
     train_set = RecordImageDataset(train, tf_train, bad_image_policy=cfg.data.on_bad_image)
