@@ -107,6 +107,10 @@ class ClusterConfig:
     min_clusters_ratio: float = 0.05  # never merge below this fraction of N
     sphere: bool = True  # cluster L2-normalised features ("Clustering Matters"); False = the raw BN-neck output
     min_cluster_size: int = 1  # smaller clusters become outliers (-1), left out of the epoch as DBSCAN's are
+    # members with fewer than this fraction of their agreement_neighbors nearest neighbours in their own
+    # cluster are left out of the epoch as outliers (0 = keep every member; ray_reid.clustering.outliers)
+    min_agreement: float = 0.0
+    agreement_neighbors: int = 4
     # dense K×K state, or a k-NN candidate graph (no K×K state); "auto" = graph above graph_above images
     connectivity: str = "auto"
     graph_above: int = 20_000  # dense float32 state for average linkage is 1.6 GB here, 4.3 GB at 32,621
@@ -133,6 +137,9 @@ class ClusterConfig:
         _check(math.isfinite(self.distance_threshold) and self.distance_threshold >= 0, "cluster.distance_threshold",
                self.distance_threshold, "a finite number >= 0")
         _check(self.min_cluster_size >= 1, "cluster.min_cluster_size", self.min_cluster_size, "an integer >= 1")
+        _check(0 <= self.min_agreement <= 1, "cluster.min_agreement", self.min_agreement, "a number in [0, 1]")
+        _check(self.agreement_neighbors >= 1, "cluster.agreement_neighbors", self.agreement_neighbors,
+               "an integer >= 1")
         _check(0 < self.merge_percent < 1, "cluster.merge_percent", self.merge_percent, "a number in (0, 1)")
         _check(self.first_step >= 0, "cluster.first_step", self.first_step, "an integer >= 0")
         _check(0 < self.min_clusters_ratio <= 1, "cluster.min_clusters_ratio", self.min_clusters_ratio,

@@ -162,9 +162,25 @@ def assign_pseudo_labels(
                 normalize=cfg.sphere and len(views) == 1, device=cfg.device, **graph,
             )
         raw = clusterer.fit_predict(x)
+        if cfg.min_agreement > 0:
+            from ray_reid.clustering.outliers import drop_uncertain
+
+            xs = np.asarray(x, dtype=np.float32)
+            if cfg.sphere and len(views) == 1:
+                xs = xs / np.linalg.norm(xs, axis=1, keepdims=True)
+            before = int((np.asarray(raw) >= 0).sum())
+            raw = drop_uncertain(xs, np.asarray(raw), n_neighbors=cfg.agreement_neighbors,
+                                 min_agreement=cfg.min_agreement, device=cfg.device)
+            log.info("epoch %d: %d of %d members left out (fewer than %.0f%% of their %d nearest neighbours in "
+                     "their cluster)", epoch, before - int((raw >= 0).sum()), before, 100 * cfg.min_agreement,
+                     cfg.agreement_neighbors)
+            if (raw < 0).all():
+                raise ValueError(f"epoch {epoch}: cluster.min_agreement={cfg.min_agreement} left every image out; "
+                                 "lower it or raise cluster.distance_threshold")
         if cfg.min_cluster_size > 1:
             raw = np.asarray(raw).copy()
-            raw[np.bincount(raw)[raw] < cfg.min_cluster_size] = -1
+            kept = raw >= 0
+            raw[kept & (np.bincount(raw[kept], minlength=1)[np.maximum(raw, 0)] < cfg.min_cluster_size)] = -1
             if (raw < 0).all():
                 raise ValueError(f"epoch {epoch}: every cluster is smaller than cluster.min_cluster_size="
                                  f"{cfg.min_cluster_size}; raise cluster.distance_threshold ({cfg.distance_threshold})")

@@ -165,3 +165,20 @@ def test_fp16_shards_past_the_threshold_and_clustering_accepts_them():
 def test_bad_graph_settings_are_refused_naming_the_key(override, key):
     with pytest.raises(ValueError, match=key):
         ClusterConfig(**override)
+
+
+def test_min_agreement_leaves_out_the_members_whose_neighbours_sit_elsewhere():
+    from ray_reid.clustering.outliers import drop_uncertain
+
+    feats = {"global": views(n_per=8, centres=5)["global"]}
+    feats["global"] = np.concatenate([feats["global"], np.eye(24, dtype=np.float32)[:3]])  # 3 loners
+    cfg = ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.4, lam=0.0, regularizer="none")
+    plain = assign_pseudo_labels(feats, cfg, epoch=0)
+    strict = assign_pseudo_labels(feats, ClusterConfig(**{**cfg.__dict__, "min_agreement": 0.5,
+                                                          "agreement_neighbors": 7}), epoch=0)
+    expected = drop_uncertain(feats["global"], plain.labels, n_neighbors=7, min_agreement=0.5, device="cpu")
+    assert strict.n_outliers == 3 and strict.n_clusters == 5 and (strict.labels[-3:] == -1).all()
+    assert same_partition(strict.labels[expected >= 0], plain.labels[expected >= 0])
+    assert ((strict.labels < 0) == (expected < 0)).all()
+    with pytest.raises(ValueError, match="cluster.min_agreement"):
+        ClusterConfig(min_agreement=1.2)
