@@ -241,6 +241,10 @@ def write_reports(results: dict, args: argparse.Namespace) -> None:
     atomic_write(out / "effects.md", lambda tmp: Path(tmp).write_text("\n".join(eff) + "\n"))
     print("\n".join(eff))
 
+    per_epoch = _per_epoch_table(results, order)
+    atomic_write(out / "per_epoch.md", lambda tmp: Path(tmp).write_text(per_epoch + "\n"))
+    print(per_epoch)
+
     cmds = ["# exact commands of every run in results.json (configs written by benchmarks/reproduce.py)",
             "python benchmarks/pretrain_proxy.py"]
     for row in order:
@@ -248,6 +252,32 @@ def write_reports(results: dict, args: argparse.Namespace) -> None:
             cmds.append(train_command(row, int(seed), args))
     atomic_write(out / "commands.sh", lambda tmp: Path(tmp).write_text("\n".join(cmds) + "\n"))
     _bars(results, order, out / "bars.png", args)
+
+
+def _per_epoch_table(results: dict, order: list[str], seed: str = "0") -> str:
+    """Seed 0's history per trained row: mAP after each epoch (where evaluated), the epoch's clusters and ARI."""
+    rows = [r for r in order if ROWS[r].kind != "frozen" and seed in results[r]]
+    epochs = max((len(results[r][seed]["history"]) for r in rows), default=0)
+    init = results.get("frozen", {}).get(seed, {}).get("mAP")
+    lines = ["| epoch | " + " | ".join(f"`{r}`" for r in rows) + " |", "|---" * (len(rows) + 1) + "|"]
+    if init is not None:
+        lines.append("| init | " + " | ".join(f"{100 * init:.1f}%" for _ in rows) + " |")
+    for e in range(epochs):
+        cells = []
+        for r in rows:
+            hist = results[r][seed]["history"]
+            if e >= len(hist):
+                cells.append("")
+                continue
+            h = hist[e]
+            mAP = f"{100 * h['mAP']:.1f}%, " if h.get("mAP") is not None else ""
+            clusters = f"{h.get('n_clusters')} cl." + (f" ({h['n_outliers']} out)" if h.get("n_outliers") else "")
+            ari = f", ARI {h['ari']:.2f}" if h.get("ari") is not None else ""
+            size = (f", {h['cluster_size_median']:.0f}/{h['cluster_size_max']}"
+                    if h.get("cluster_size_median") is not None else "")
+            cells.append(mAP + clusters + ari + size)
+        lines.append(f"| {e} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _bars(results: dict, order: list[str], path: Path, args: argparse.Namespace) -> None:
