@@ -28,6 +28,7 @@ CONNECTIVITIES = ("auto", "dense", "knn")
 KNN_INDEXES = ("auto", "flat", "ivf")
 VIEW_SETS = ("global", "global+parts")
 BAD_IMAGE_POLICIES = ("raise", "skip")
+TEACHER_BN_MODES = ("train", "eval")
 ERASING_RULES = ("torchvision", "cluster_contrast")  # mirrors ray_reid.data.transforms.ERASING_RULES
 
 
@@ -182,6 +183,13 @@ class OptimConfig:
     triplet_weight: float = 0.0
     triplet_margin: float = 0.3
     distill_weight: float = 1.0  # mu, used only with a teacher
+    # Learning to Purification's student, used only with run.teacher (tengxiao14/Purification_ReID@de659b8,
+    # examples/Purification_train_usl.py): an epoch -1 on the teacher's labels and frozen teacher memories
+    # at teacher_epoch_iters x iters (L164, L170-171, L241; cm.py L142-145 momentum 1.0), then its own
+    # clustering epochs; 0 = no such epoch. teacher_bn: the teacher's BatchNorm while distilling, "train"
+    # (each batch's statistics, as the public trainer: L161, trainers.py L76) or "eval" (running statistics).
+    teacher_epoch_iters: float = 2.0
+    teacher_bn: str = "train"
     amp: bool = False
 
     def __post_init__(self) -> None:
@@ -192,6 +200,9 @@ class OptimConfig:
         _check(0 <= self.parts_weight < 1, "optim.parts_weight", self.parts_weight, "a number in [0, 1)")
         _check(self.triplet_weight >= 0, "optim.triplet_weight", self.triplet_weight, "a number >= 0")
         _check(self.distill_weight >= 0, "optim.distill_weight", self.distill_weight, "a number >= 0")
+        _check(math.isfinite(self.teacher_epoch_iters) and self.teacher_epoch_iters >= 0, "optim.teacher_epoch_iters",
+               self.teacher_epoch_iters, "a finite number >= 0 (0 = no epoch on the teacher's labels)")
+        _check(self.teacher_bn in TEACHER_BN_MODES, "optim.teacher_bn", self.teacher_bn, f"one of {TEACHER_BN_MODES}")
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,12 @@ LP_TEACHER = {
     "optim.triplet_weight": (0.0, f"{LP} Purification/trainers.py: memory losses only"),
     "run.num_workers": (4, f"{LP} README.md: 4 NVIDIA TITAN V GPUs"),
 }
-LP_STUDENT = {**LP_TEACHER, "optim.distill_weight": (1.0, f"{LP} README.md --mu 1.0")}
+LP_STUDENT = {
+    **LP_TEACHER,
+    "optim.distill_weight": (1.0, f"{LP} README.md --mu 1.0"),
+    "optim.teacher_epoch_iters": (2.0, f"{LP} examples/Purification_train_usl.py L164 epoch -1, L241 args.iters * 2"),
+    "optim.teacher_bn": ("train", f"{LP} examples/Purification_train_usl.py L161, Purification/trainers.py L76 train()"),
+}
 LP_EPS = {"market1501": 0.6, "msmt17": 0.7}  # README.md commands --eps
 LP_ITERS = {"market1501": 200, "msmt17": 400}  # README.md commands --iters
 
@@ -188,3 +193,8 @@ def test_purify_recipe_runs_teacher_then_student_recipe(dataset, tiny_synthetic_
     assert student["run"]["teacher"] and not teacher["run"]["teacher"]
     assert student["model"]["views"] == teacher["model"]["views"] == "global+parts"
     assert student["cluster"]["eps"] == LP_EPS[dataset] and student["optim"]["distill_weight"] == 1.0
+    import csv
+
+    rows = list(csv.DictReader((tmp_path / f"lp-{dataset}-student" / "metrics.csv").open()))
+    # the published epoch -1: the teacher's labels at 2x iterations, then the student's one epoch of its own
+    assert [(r["labels_from"], r["iterations"]) for r in rows] == [("teacher", "2"), ("model", "1")]

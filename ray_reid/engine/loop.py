@@ -130,10 +130,17 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                  weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
-    if teacher is None and cfg.run.teacher:
-        from ray_reid.engine.teacher import load_teacher
+    schedule_offset = 0
+    if cfg.run.teacher:
+        from ray_reid.engine.teacher import load_teacher, teacher_schedule_offset
 
-        teacher = load_teacher(cfg.run.teacher, mcfg, ctx.device)
+        if teacher is None:
+            teacher = load_teacher(cfg.run.teacher, mcfg, ctx.device)
+        schedule_offset = teacher_schedule_offset(cfg, cfg.run.teacher)
+    # Learning to Purification's student first trains an extra epoch (the public code's epoch -1) on the
+    # teacher's labels and frozen memories, at teacher_epoch_iters x iters; optim.epochs of its own follow.
+    warmup = teacher is not None and cfg.optim.teacher_epoch_iters > 0
+    n_epochs = cfg.optim.epochs + int(warmup)
     with ctx.latest_checkpoint() as ckpt_dir:
         start_epoch, history = _restore(ckpt_dir, model, optimizer, scheduler)
     # before DDP wraps the model: every rank sets the same statistics from the same images
@@ -149,17 +156,21 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
             log.info(msg)
 
     say(f"{dataset.summary()}; {world} worker(s), batch {cfg.optim.p}x{cfg.optim.k}, "
-        f"epochs {start_epoch}..{cfg.optim.epochs - 1}")
-    for epoch in range(start_epoch, cfg.optim.epochs):
+        f"epochs {start_epoch}..{n_epochs - 1}"
+        + (f" (epoch 0 on the teacher's labels at {cfg.optim.teacher_epoch_iters:g}x iterations)" if warmup else "")
+        + (f"; clustering schedule continues from the teacher's step {schedule_offset}" if schedule_offset else ""))
+    for epoch in range(start_epoch, n_epochs):
         torch.manual_seed(cfg.run.seed * 100003 + epoch * 101 + ctx.rank)
         t0 = time.perf_counter()
-        # A student's first epoch takes its labels and (frozen) memories from the teacher.
-        from_teacher = teacher is not None and epoch == 0
+        from_teacher = warmup and epoch == 0
+        iters = max(1, round(cfg.optim.teacher_epoch_iters * cfg.optim.iters)) if from_teacher else cfg.optim.iters
         feats = extract_features(teacher if from_teacher else unwrap(model), [train[i] for i in shard], tf_test, device=ctx.device,
                                  loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image,
                                  skipped=skipped, normalize=cfg.cluster.sphere)
         t1 = time.perf_counter()
-        pseudo = ctx.assign_labels(epoch, n_train, shard, shard_for_clustering(feats, n_train, cfg.cluster))
+        # the clusterer's epoch is its schedule step: a student's continues where its teacher's ended
+        pseudo = ctx.assign_labels(epoch + schedule_offset, n_train, shard,
+                                   shard_for_clustering(feats, n_train, cfg.cluster))
         t2 = time.perf_counter()
         memories = {
             view: ClusterMemory.from_centroids(torch.tensor(pseudo.centroids[view], device=ctx.device),
@@ -167,7 +178,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
             for view in unwrap(model).views
         }
         sampler = PseudoIdentitySampler(pseudo.labels, camids, num_instances=cfg.optim.k, batch_size=batch_local,
-                                        num_iterations=cfg.optim.iters, rank=ctx.rank, world_size=world,
+                                        num_iterations=iters, rank=ctx.rank, world_size=world,
                                         seed=cfg.run.seed, epoch=epoch)
         loader = DataLoader(train_set, batch_size=batch_local, sampler=sampler, drop_last=True,
                             num_workers=cfg.data.loader_workers, persistent_workers=False)
@@ -196,7 +207,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
             metrics.update({"ari": scores["ari"], "nmi": scores["nmi"],
                             "pairwise_precision": scores["pairwise_precision"],
                             "pairwise_recall": scores["pairwise_recall"]})
-        last = epoch == cfg.optim.epochs - 1
+        last = epoch == n_epochs - 1
         if (epoch + 1) % cfg.run.eval_every == 0 or last:
             t4 = time.perf_counter()
             evaluated = evaluate_model(model, dataset, cfg, ctx, tf_test, skipped)
@@ -207,7 +218,8 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
             bad = set(skipped) | set(train_set.bad_paths)
             metrics["skipped_images"] = len(set().union(*ctx.all_gather(sorted(bad))))
         say(
-            f"epoch {epoch}: loss {metrics.get('loss', float('nan')):.3f}, {pseudo.n_clusters} clusters"
+            f"epoch {epoch}{' (teacher labels)' if from_teacher else ''}: loss {metrics.get('loss', float('nan')):.3f}, "
+            f"{pseudo.n_clusters} clusters"
             + (f" (ARI {metrics['ari']:.3f})" if "ari" in metrics else "")
             + (f", mAP {metrics['mAP']:.1%} rank-1 {metrics['rank1']:.1%}" if "mAP" in metrics else "")
             + f" | extract {t1 - t0:.1f}s cluster {t2 - t1:.1f}s train {t3 - t2:.1f}s"

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ray_reid import locations
+from ray_reid.config import TrainConfig
 from ray_reid.engine.checkpoint import META_FILE, _read_json, load_checkpoint
 from ray_reid.models import ModelConfig, build_model
 
@@ -45,6 +46,33 @@ def check_teacher(path_or_uri: str, student: ModelConfig) -> Path:
                 f"{field}={getattr(student, field)!r}; distillation needs the same architecture and views"
             )
     return folder
+
+
+def teacher_schedule_offset(cfg: TrainConfig, path_or_uri: str) -> int:
+    """How many steps a student's hierarchical schedule is ahead of its own ``cluster.first_step``.
+
+    The HCT schedule asks for fewer clusters at every step; a student restarting it at step 0
+    would receive near-singleton clusters (instance discrimination) from a teacher whose own
+    last clustering was far coarser. So the student's clusterer continues where the teacher's
+    ended: its epoch on the teacher's labels (``optim.teacher_epoch_iters`` > 0) clusters the
+    teacher's features at the teacher's last step, its own epochs take the steps after it.
+    Zero unless both runs use ``hc_sse`` with the ``hct`` schedule (DBSCAN and the threshold
+    schedule carry no state between epochs).
+    """
+    if cfg.cluster.method != "hc_sse" or cfg.cluster.schedule != "hct":
+        return 0
+    folder = teacher_checkpoint(path_or_uri)
+    meta = _read_json(folder / META_FILE)
+    try:
+        teacher_cluster = meta["config"]["cluster"]
+        last_step = int(teacher_cluster.get("first_step", 0)) + int(meta["epoch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TeacherMismatchError(f"teacher {folder}/{META_FILE} does not say its clustering schedule "
+                                   f"(config.cluster, epoch): {exc}") from exc
+    if teacher_cluster.get("method") != "hc_sse" or teacher_cluster.get("schedule", "hct") != "hct":
+        return 0
+    first_student_step = last_step if cfg.optim.teacher_epoch_iters > 0 else last_step + 1
+    return max(0, first_student_step - cfg.cluster.first_step)
 
 
 def load_teacher(path_or_uri: str, student: ModelConfig, device: torch.device | str = "cpu") -> torch.nn.Module:

@@ -47,9 +47,24 @@ def train_one_epoch(
     """Run ``len(loader)`` iterations; return mean losses and throughput for the epoch.
 
     ``update_memory=False`` keeps the memories frozen (a student's first epoch uses the
-    teacher's memories as fixed targets).
+    teacher's memories as fixed targets). The teacher runs in the BatchNorm mode of
+    ``cfg.teacher_bn`` for the epoch and is put back in its previous mode afterwards.
     """
     model.train()
+    teacher_was_training = teacher.training if teacher is not None else False
+    if teacher is not None:
+        # "train" as the public LP trainer: the frozen teacher normalises with each batch's statistics
+        teacher.train(cfg.teacher_bn == "train")
+    try:
+        return _train_steps(model, loader, labels, memories, optimizer, cfg, epoch=epoch, device=device,
+                            teacher=teacher, on_log=on_log, log_every=log_every, update_memory=update_memory)
+    finally:
+        if teacher is not None:
+            teacher.train(teacher_was_training)
+
+
+def _train_steps(model, loader, labels, memories, optimizer, cfg: OptimConfig, *, epoch, device, teacher, on_log,
+                 log_every, update_memory) -> dict[str, float]:
     views = tuple(memories)
     weights = view_loss_weights(views, cfg.parts_weight)
     label_t = torch.tensor(labels, dtype=torch.long)  # a copy: arrays from the object store are read-only
@@ -103,6 +118,7 @@ def train_one_epoch(
             on_log(f"epoch {epoch} iter {it + 1}/{len(loader)} loss {value:.3f}")
     seconds = time.perf_counter() - start
     metrics = {key: val / max(n_iter, 1) for key, val in totals.items()}
+    metrics["iterations"] = n_iter
     metrics["train_images_per_s"] = n_images / seconds if seconds > 0 else float("nan")
     metrics["train_seconds"] = seconds
     return metrics
