@@ -2,7 +2,8 @@
 
 Stage 1 trains the teacher `<name>-teacher` (multi-view unless --views says otherwise); stage 2
 trains a freshly initialised student `<name>-student` of the same architecture that distils from
-it. Both runs' summaries are printed side by side and written to `<storage>/<name>-purify.json`.
+it; as in the public code, the student first trains one epoch on the teacher's labels at
+`optim.teacher_epoch_iters` (2) x iterations, then its --student-epochs of its own. Both runs' summaries are printed side by side and written to `<storage>/<name>-purify.json`.
 Every flag of train applies to both stages, and --storage-path may be local or s3://; an already
 finished teacher run with the same name is reused (resume semantics).
 
