@@ -11,7 +11,8 @@ reported on the target's query/gallery at its **last** epoch (no selection on te
     hc_hct       hierarchical SSE with the HCT schedule restarting from 91% of N (before the fix)
     hc_sse / hc_size / hc_none   hierarchical clustering with regulariser SSE / size / none
     hc_raw       hc_sse on the features before L2 normalisation (no sphere features)
-    lp_global    Learning to Purification's clustering and memory, global view only
+    lp_global    Learning to Purification's clustering and memory, global view only: cc_dbscan's
+                 config exactly, so cc_dbscan's run of the same seed is reused (configs compared first)
     lp_teacher   LP teacher: global + upper/lower views, fused distance, three memories
     lp_student   fresh model from the same init distilling from lp_teacher of the same seed
 
@@ -59,6 +60,7 @@ class Row:
     kind: str = "usl"  # usl | frozen | supervised
     overrides: dict[str, Any] = field(default_factory=dict)
     teacher: str | None = None  # row whose same-seed run is the teacher
+    same_as: str | None = None  # an earlier row with the identical config: its run is reused, not repeated
 
 
 # hierarchical rows: threshold schedule (tuned on the val domain: an absolute cost of 0.08 gave ~100
@@ -78,7 +80,9 @@ ROWS: dict[str, Row] = {
                                                                 "cluster.lam": 0.005}),
     "hc_none": Row("hierarchical, no regulariser", overrides={**HC, "cluster.regularizer": "none"}),
     "hc_raw": Row("hierarchical SSE, raw (non-sphere) features", overrides={**HC, "cluster.sphere": False}),
-    "lp_global": Row("LP teacher, global view only", overrides={**LP, "model.views": "global"}),
+    # LP with the global view only is cluster-contrast: one DBSCAN-Jaccard clustering, one memory
+    "lp_global": Row("LP teacher, global view only (= cc_dbscan)", overrides={**LP, "model.views": "global"},
+                     same_as="cc_dbscan"),
     "lp_teacher": Row("LP teacher, multi-view", overrides={**LP, "model.views": "global+parts"}),
     "lp_student": Row("LP student (distils lp_teacher)", overrides={**LP, "model.views": "global+parts"},
                       teacher="lp_teacher"),
@@ -118,6 +122,22 @@ def row_config(row_name: str, args: argparse.Namespace, seed: int) -> Any:
     if row.teacher:
         raw["run"]["teacher"] = str((args.out / "runs" / f"{row.teacher}-s{seed}").resolve())
     return config_from_dict(raw)
+
+
+def reused_run(row_name: str, seed: int, args: argparse.Namespace, results: dict) -> dict[str, Any] | None:
+    """The same-seed result of the row ``row_name`` duplicates, if already run; refuses a stale alias.
+
+    Checked on the built configs (everything but the run name), so an edit that makes the two rows
+    differ stops the reuse with an error instead of reporting one row's figures for another.
+    """
+    twin = ROWS[row_name].same_as
+    if twin is None or str(seed) not in results.get(twin, {}):
+        return None
+    mine, theirs = row_config(row_name, args, seed).to_dict(), row_config(twin, args, seed).to_dict()
+    mine["run"].pop("name"), theirs["run"].pop("name")
+    if mine != theirs:
+        raise SystemExit(f"row {row_name} is declared same_as={twin} but their configs differ; drop same_as")
+    return {**results[twin][str(seed)], "same_as": twin}
 
 
 def _frozen(cfg) -> list[dict[str, Any]]:
@@ -172,7 +192,8 @@ def run_one(row_name: str, seed: int, args: argparse.Namespace) -> dict[str, Any
 
 
 def train_command(row_name: str, seed: int, args: argparse.Namespace) -> str:
-    cfg_path = args.out / "runs" / f"{row_name}-s{seed}" / "config.yaml"
+    run_name = ROWS[row_name].same_as or row_name  # a reused row's run is its twin's
+    cfg_path = args.out / "runs" / f"{run_name}-s{seed}" / "config.yaml"
     if ROWS[row_name].kind == "usl":
         return f"python jobs/train.py --config {cfg_path}"
     return (f"python benchmarks/reproduce.py --domain {args.domain} --rows {row_name} --seeds {seed} "
@@ -367,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 if seed not in seeds:
                     continue
                 log.info("=== %s, seed %d (%s)", row, seed, ROWS[row].label)
-                res = run_one(row, seed, args)
+                res = reused_run(row, seed, args, results) or run_one(row, seed, args)
                 log.info("=== %s, seed %d: mAP %.1f%% rank-1 %.1f%% in %.0f s", row, seed, 100 * res["mAP"],
                          100 * res["rank1"], res["seconds"])
                 results = _load(results_path)
