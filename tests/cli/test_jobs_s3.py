@@ -51,16 +51,18 @@ def test_purify_and_evaluate_scripts_with_s3_storage(s3, tiny_synthetic_root, tm
     assert student_cfg["model"]["views"] == "global+parts"
     comparison = json.loads(s3.client.get_object(Bucket=s3.bucket, Key="runs/lp-purify.json")["Body"].read())
     assert comparison["teacher"]["run"] == "lp-teacher" and comparison["student"]["run"] == "lp-student"
+    # the student's epoch 0 is the published epoch -1 on the teacher's labels, then its one epoch of its own
     student_history = json.loads(s3.client.get_object(
-        Bucket=s3.bucket, Key="runs/lp-student/checkpoint_000000/history.json")["Body"].read())
-    assert student_history[0]["labels_from"] == "teacher" and "distill_global" in student_history[0]
+        Bucket=s3.bucket, Key="runs/lp-student/checkpoint_000001/history.json")["Body"].read())
+    assert [row["labels_from"] for row in student_history] == ["teacher", "model"]
+    assert "distill_global" in student_history[0]
     assert not (REPO / "s3:").exists()
 
     run_job("evaluate.py", f"{storage}/lp-student", "--max-tsne-points", "60", "--s3-endpoint", s3.endpoint, env=env)
-    out = keys(s3, "runs/lp-student/checkpoint_000000/eval/")
+    out = keys(s3, "runs/lp-student/checkpoint_000001/eval/")  # the run's latest checkpoint
     assert out == {"metrics.json", "rank_list.png", "embedding.png"}
     metrics = json.loads(s3.client.get_object(
-        Bucket=s3.bucket, Key="runs/lp-student/checkpoint_000000/eval/metrics.json")["Body"].read())
+        Bucket=s3.bucket, Key="runs/lp-student/checkpoint_000001/eval/metrics.json")["Body"].read())
     # the same checkpoint and data give the figures the run itself reported for that epoch
     assert abs(metrics["mAP"] - comparison["student"]["mAP"]) < 1e-6
-    assert metrics["epoch"] == 0 and 0 <= metrics["pseudo_ari"] <= 1
+    assert metrics["epoch"] == 1 and 0 <= metrics["pseudo_ari"] <= 1
