@@ -144,13 +144,13 @@ def _frozen(cfg) -> list[dict[str, Any]]:
     from ray_reid.data.resolve import load_configured_dataset
     from ray_reid.data.transforms import test_transform
     from ray_reid.engine.context import LocalContext
-    from ray_reid.engine.loop import evaluate_model, model_config, transform_config
+    from ray_reid.engine.loop import evaluate_model
     from ray_reid.models import build_model
 
     dataset = load_configured_dataset(cfg.data.dataset, cfg.data.root)
-    model = build_model(model_config(cfg))
+    model = build_model(cfg.model)
     ctx = LocalContext(cfg.cluster, Path(cfg.run.storage_path) / cfg.run.name)
-    tf = test_transform(transform_config(cfg))
+    tf = test_transform(cfg.data)
     metrics = evaluate_model(model, dataset, cfg, ctx, tf)
     # the same init once its BN neck holds the training images' statistics, as every trained row starts
     from ray_reid.engine.neck_init import init_neck_statistics

@@ -1,8 +1,12 @@
 """Typed, frozen run configuration: YAML file + dotted overrides, validated on construction.
 
-One tree of small dataclasses; each part of the code takes only the section it uses, and
-``to_dict`` is what crosses into Ray (plain dicts pickle everywhere, survive version skew, and
-can be written back as a YAML file that ``--config`` accepts).
+One tree of small dataclasses, one per concept, each the very type its consumer takes:
+``data`` is :class:`ray_reid.data.config.DataConfig` (datasets, transforms), ``model`` is
+:class:`ray_reid.models.config.ModelConfig` (``build_model``), ``cluster`` goes to
+``make_clusterer``, ``optim`` to the epoch loop. Names (dataset, backbone, views, clusterer,
+linkage, regulariser) are checked against their registries when the config is built, so a typo
+is refused before anything starts, with the valid names. ``to_dict`` is what crosses into Ray
+(plain dicts pickle everywhere and can be written back as a YAML file that ``--config`` accepts).
 """
 
 from __future__ import annotations
@@ -19,73 +23,19 @@ from typing import Any, Mapping
 import yaml
 
 from ray_reid.atomic import atomic_write
+from ray_reid.data.config import DataConfig
+from ray_reid.models.config import ModelConfig
+from ray_reid.validation import check, check_name, check_positive
 
-CLUSTERERS = ("hc_sse", "dbscan_jaccard")
+__all__ = ["ClusterConfig", "DataConfig", "ModelConfig", "OptimConfig", "RunSection", "TrainConfig", "config_from_dict",
+           "load_config", "save_config"]
+
+#: cluster.schedule: "hct" shrinks a target count each epoch, "threshold" stops at a relative merge cost.
 SCHEDULES = ("hct", "threshold")
-LINKAGES = ("single", "average")
-REGULARIZERS = ("sse", "size", "delta_sse", "none")
+#: cluster.connectivity: dense K×K state, the k-NN candidate graph, or chosen by size (graph_above).
 CONNECTIVITIES = ("auto", "dense", "knn")
-KNN_INDEXES = ("auto", "flat", "ivf")
-VIEW_SETS = ("global", "global+parts")
-BAD_IMAGE_POLICIES = ("raise", "skip")
+#: optim.teacher_bn: the teacher's BatchNorm mode while distilling.
 TEACHER_BN_MODES = ("train", "eval")
-ERASING_RULES = ("torchvision", "cluster_contrast")  # mirrors ray_reid.data.transforms.ERASING_RULES
-
-
-def _check(cond: bool, key: str, value: Any, expected: str) -> None:
-    if not cond:
-        raise ValueError(f"config value {key}={value!r} is invalid: expected {expected}")
-
-
-def _positive(obj: Any, section: str, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        _check(isinstance(value, (int, float)) and value > 0, f"{section}.{name}", value, "a number > 0")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which images to train and evaluate on, and how they are shaped on the way in."""
-
-    dataset: str = "synthetic"
-    root: str | None = None  # None with 'synthetic' = the embedded set, generated into the cache
-    height: int = 64
-    width: int = 32
-    pad: int = 10
-    erasing_p: float = 0.5
-    erasing: str = "torchvision"  # cluster_contrast = the public cluster-contrast / Purification rule
-    color_jitter: float = 0.0
-    grayscale_p: float = 0.0
-    blur_p: float = 0.0
-    loader_workers: int = 0
-    on_bad_image: str = "raise"
-
-    def __post_init__(self) -> None:
-        _positive(self, "data", "height", "width")
-        _check(self.pad >= 0, "data.pad", self.pad, "an integer >= 0")
-        for name in ("erasing_p", "color_jitter", "grayscale_p", "blur_p"):
-            value = getattr(self, name)
-            _check(0 <= value <= 1, f"data.{name}", value, "a number in [0, 1]")
-        _check(self.erasing in ERASING_RULES, "data.erasing", self.erasing, f"one of {ERASING_RULES}")
-        _check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, "an integer >= 0")
-        _check(self.on_bad_image in BAD_IMAGE_POLICIES, "data.on_bad_image", self.on_bad_image,
-               f"one of {BAD_IMAGE_POLICIES}")
-        if self.root is None and self.dataset != "synthetic":
-            raise ValueError(f"config value data.root is required for dataset {self.dataset!r}")
-
-
-@dataclass(frozen=True)
-class ModelSection:
-    """Backbone and heads; mirrors ray_reid.models.ModelConfig (kept separate so config loads without torch)."""
-
-    backbone: str = "resnet50"
-    views: str = "global"
-    pretrained: str | None = None
-    gem_p: float = 3.0
-
-    def __post_init__(self) -> None:
-        _check(self.views in VIEW_SETS, "model.views", self.views, f"one of {VIEW_SETS}")
-        _positive(self, "model", "gem_p")
 
 
 @dataclass(frozen=True)
@@ -93,9 +43,9 @@ class ClusterConfig:
     """Pseudo-labelling each epoch: which clusterer, its parameters and its target schedule."""
 
     method: str = "hc_sse"
-    # hierarchical (hc_sse)
-    lam: float = 0.5
-    linkage: str = "average"
+    # hierarchical (hc_sse); lam and linkage as HierarchicalSSE's defaults
+    lam: float = 0.05
+    linkage: str = "single"
     regularizer: str = "sse"
     # "hct": a target count shrinking by merge_percent of N per epoch (BUC/HCT); "threshold": merge
     # while the merge cost stays <= distance_threshold x the mean pairwise squared distance of the
@@ -130,39 +80,42 @@ class ClusterConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "view_weights", tuple(float(w) for w in self.view_weights))
-        _check(self.method in CLUSTERERS, "cluster.method", self.method, f"one of {CLUSTERERS}")
-        _check(self.linkage in LINKAGES, "cluster.linkage", self.linkage, f"one of {LINKAGES}")
-        _check(self.regularizer in REGULARIZERS, "cluster.regularizer", self.regularizer, f"one of {REGULARIZERS}")
-        _check(math.isfinite(self.lam) and self.lam >= 0, "cluster.lam", self.lam, "a finite number >= 0")
-        _check(self.schedule in SCHEDULES, "cluster.schedule", self.schedule, f"one of {SCHEDULES}")
-        _check(math.isfinite(self.distance_threshold) and self.distance_threshold >= 0, "cluster.distance_threshold",
-               self.distance_threshold, "a finite number >= 0")
-        _check(self.min_cluster_size >= 1, "cluster.min_cluster_size", self.min_cluster_size, "an integer >= 1")
-        _check(0 <= self.min_agreement <= 1, "cluster.min_agreement", self.min_agreement, "a number in [0, 1]")
-        _check(self.agreement_neighbors >= 1, "cluster.agreement_neighbors", self.agreement_neighbors,
-               "an integer >= 1")
-        _check(0 < self.merge_percent < 1, "cluster.merge_percent", self.merge_percent, "a number in (0, 1)")
-        _check(self.first_step >= 0, "cluster.first_step", self.first_step, "an integer >= 0")
-        _check(0 < self.min_clusters_ratio <= 1, "cluster.min_clusters_ratio", self.min_clusters_ratio,
-               "a number in (0, 1]")
-        _check(self.connectivity in CONNECTIVITIES, "cluster.connectivity", self.connectivity,
-               f"one of {CONNECTIVITIES}")
-        _check(self.graph_above >= 1, "cluster.graph_above", self.graph_above, "an integer >= 1")
-        _check(self.n_neighbors >= 1, "cluster.n_neighbors", self.n_neighbors, "an integer >= 1")
-        _check(self.fp16_shards_above_gb >= 0, "cluster.fp16_shards_above_gb", self.fp16_shards_above_gb,
-               "a number >= 0")
-        _check(self.knn_index in KNN_INDEXES, "cluster.knn_index", self.knn_index, f"one of {KNN_INDEXES}")
-        _check(not (self.connectivity == "knn" and self.regularizer == "delta_sse" and self.lam > 0),
-               "cluster.connectivity", self.connectivity,
-               "dense with regularizer delta_sse and lam > 0 (Ward's increase is not reducible, so the graph "
-               "path cannot compute it exactly)")
-        _check(0 < self.eps < 1, "cluster.eps", self.eps, "a number in (0, 1)")
-        _check(self.min_samples >= 1, "cluster.min_samples", self.min_samples, "an integer >= 1")
-        _check(self.k1 >= 2 and 1 <= self.k2 <= self.k1, "cluster.k1/k2", (self.k1, self.k2),
+        from ray_reid.clustering._agglomerate import LINKAGES, REGULARIZERS
+        from ray_reid.clustering.graph import KNN_INDEXES
+        from ray_reid.clustering.registry import available_clusterers
+
+        check_name("cluster.method", self.method, available_clusterers())
+        check_name("cluster.linkage", self.linkage, LINKAGES)
+        check_name("cluster.regularizer", self.regularizer, REGULARIZERS)
+        check(math.isfinite(self.lam) and self.lam >= 0, "cluster.lam", self.lam, "a finite number >= 0")
+        check_name("cluster.schedule", self.schedule, SCHEDULES)
+        check(math.isfinite(self.distance_threshold) and self.distance_threshold >= 0, "cluster.distance_threshold",
+              self.distance_threshold, "a finite number >= 0")
+        check(self.min_cluster_size >= 1, "cluster.min_cluster_size", self.min_cluster_size, "an integer >= 1")
+        check(0 <= self.min_agreement <= 1, "cluster.min_agreement", self.min_agreement, "a number in [0, 1]")
+        check(self.agreement_neighbors >= 1, "cluster.agreement_neighbors", self.agreement_neighbors,
+              "an integer >= 1")
+        check(0 < self.merge_percent < 1, "cluster.merge_percent", self.merge_percent, "a number in (0, 1)")
+        check(self.first_step >= 0, "cluster.first_step", self.first_step, "an integer >= 0")
+        check(0 < self.min_clusters_ratio <= 1, "cluster.min_clusters_ratio", self.min_clusters_ratio,
+              "a number in (0, 1]")
+        check_name("cluster.connectivity", self.connectivity, CONNECTIVITIES)
+        check(self.graph_above >= 1, "cluster.graph_above", self.graph_above, "an integer >= 1")
+        check(self.n_neighbors >= 1, "cluster.n_neighbors", self.n_neighbors, "an integer >= 1")
+        check(self.fp16_shards_above_gb >= 0, "cluster.fp16_shards_above_gb", self.fp16_shards_above_gb,
+              "a number >= 0")
+        check_name("cluster.knn_index", self.knn_index, KNN_INDEXES)
+        check(not (self.connectivity == "knn" and self.regularizer == "delta_sse" and self.lam > 0),
+              "cluster.connectivity", self.connectivity,
+              "dense with regularizer delta_sse and lam > 0 (Ward's increase is not reducible, so the graph "
+              "path cannot compute it exactly)")
+        check(0 < self.eps < 1, "cluster.eps", self.eps, "a number in (0, 1)")
+        check(self.min_samples >= 1, "cluster.min_samples", self.min_samples, "an integer >= 1")
+        check(self.k1 >= 2 and 1 <= self.k2 <= self.k1, "cluster.k1/k2", (self.k1, self.k2),
                "k1 >= 2 and 1 <= k2 <= k1")
-        _check(all(w >= 0 for w in self.view_weights) and sum(self.view_weights) > 0,
+        check(all(w >= 0 for w in self.view_weights) and sum(self.view_weights) > 0,
                "cluster.view_weights", self.view_weights, "non-negative weights, not all zero")
-        _check(self.device in ("auto", "cpu", "cuda"), "cluster.device", self.device, "auto, cpu or cuda")
+        check(self.device in ("auto", "cpu", "cuda"), "cluster.device", self.device, "auto, cpu or cuda")
 
 
 @dataclass(frozen=True)
@@ -193,16 +146,16 @@ class OptimConfig:
     amp: bool = False
 
     def __post_init__(self) -> None:
-        _positive(self, "optim", "epochs", "iters", "p", "k", "lr", "step_size", "temp")
-        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
-        _check(0 < self.gamma <= 1, "optim.gamma", self.gamma, "a number in (0, 1]")
-        _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "a number in [0, 1)")
-        _check(0 <= self.parts_weight < 1, "optim.parts_weight", self.parts_weight, "a number in [0, 1)")
-        _check(self.triplet_weight >= 0, "optim.triplet_weight", self.triplet_weight, "a number >= 0")
-        _check(self.distill_weight >= 0, "optim.distill_weight", self.distill_weight, "a number >= 0")
-        _check(math.isfinite(self.teacher_epoch_iters) and self.teacher_epoch_iters >= 0, "optim.teacher_epoch_iters",
-               self.teacher_epoch_iters, "a finite number >= 0 (0 = no epoch on the teacher's labels)")
-        _check(self.teacher_bn in TEACHER_BN_MODES, "optim.teacher_bn", self.teacher_bn, f"one of {TEACHER_BN_MODES}")
+        check_positive(self, "optim", "epochs", "iters", "p", "k", "lr", "step_size", "temp")
+        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "a number >= 0")
+        check(0 < self.gamma <= 1, "optim.gamma", self.gamma, "a number in (0, 1]")
+        check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "a number in [0, 1)")
+        check(0 <= self.parts_weight < 1, "optim.parts_weight", self.parts_weight, "a number in [0, 1)")
+        check(self.triplet_weight >= 0, "optim.triplet_weight", self.triplet_weight, "a number >= 0")
+        check(self.distill_weight >= 0, "optim.distill_weight", self.distill_weight, "a number >= 0")
+        check(math.isfinite(self.teacher_epoch_iters) and self.teacher_epoch_iters >= 0, "optim.teacher_epoch_iters",
+              self.teacher_epoch_iters, "a finite number >= 0 (0 = no epoch on the teacher's labels)")
+        check_name("optim.teacher_bn", self.teacher_bn, TEACHER_BN_MODES)
 
 
 @dataclass(frozen=True)
@@ -227,19 +180,19 @@ class RunSection:
     shared_storage: bool = False  # a local storage_path that every node mounts (NFS, EFS, one host)
 
     def __post_init__(self) -> None:
-        _check(self.placement_timeout_s > 0, "run.placement_timeout_s", self.placement_timeout_s, "a number > 0")
-        _check(bool(self.name) and "/" not in self.name, "run.name", self.name, "a non-empty name without '/'")
-        _check(self.num_workers >= 0, "run.num_workers", self.num_workers, "an integer >= 0 (0 = in-process)")
-        _check(self.gpus_per_worker >= 0, "run.gpus_per_worker", self.gpus_per_worker, "a number >= 0")
-        _check(self.cpus_per_worker > 0, "run.cpus_per_worker", self.cpus_per_worker, "a number > 0")
-        _positive(self, "run", "eval_every", "log_every")
-        _check(self.max_failures >= -1, "run.max_failures", self.max_failures, "an integer >= -1")
+        check(self.placement_timeout_s > 0, "run.placement_timeout_s", self.placement_timeout_s, "a number > 0")
+        check(bool(self.name) and "/" not in self.name, "run.name", self.name, "a non-empty name without '/'")
+        check(self.num_workers >= 0, "run.num_workers", self.num_workers, "an integer >= 0 (0 = in-process)")
+        check(self.gpus_per_worker >= 0, "run.gpus_per_worker", self.gpus_per_worker, "a number >= 0")
+        check(self.cpus_per_worker > 0, "run.cpus_per_worker", self.cpus_per_worker, "a number > 0")
+        check_positive(self, "run", "eval_every", "log_every")
+        check(self.max_failures >= -1, "run.max_failures", self.max_failures, "an integer >= -1")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelSection = field(default_factory=ModelSection)
+    model: ModelConfig = field(default_factory=ModelConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     run: RunSection = field(default_factory=RunSection)
@@ -256,7 +209,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelSection, "cluster": ClusterConfig, "optim": OptimConfig,
+SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "cluster": ClusterConfig, "optim": OptimConfig,
             "run": RunSection}
 
 
@@ -374,8 +327,9 @@ def absolute_paths(raw: Mapping[str, Any]) -> dict[str, Any]:
 
 def save_config(cfg: TrainConfig, path: str | os.PathLike) -> Path:
     """Write ``cfg`` as YAML that ``load_config`` reads back to an equal config (atomic)."""
-    data = cfg.to_dict()
-    data["cluster"]["view_weights"] = list(data["cluster"]["view_weights"])
+    data = {section: {key: list(value) if isinstance(value, tuple) else value for key, value in values.items()}
+            for section, values in cfg.to_dict().items()}
+
     def _write(tmp: str) -> None:
         with open(tmp, "w") as fh:
             yaml.safe_dump(data, fh, sort_keys=False)

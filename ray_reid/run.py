@@ -60,13 +60,10 @@ def train(cfg: TrainConfig) -> RunResult:
     start = time.perf_counter()
     cfg = _prepared(cfg)
     location = locations.run_dir(cfg)
-    from ray_reid.engine.loop import model_config
-
-    model_cfg = model_config(cfg)  # refuses e.g. a backbone without ImageNet weights before Ray starts
     if cfg.run.teacher:
         from ray_reid.engine.teacher import check_teacher
 
-        log.info("distilling from teacher %s", check_teacher(cfg.run.teacher, model_cfg))
+        log.info("distilling from teacher %s", check_teacher(cfg.run.teacher, cfg.model))
     if cfg.run.num_workers == 0:
         from ray_reid.engine.context import LocalContext
         from ray_reid.engine.loop import train_worker

@@ -31,6 +31,7 @@ import numpy as np
 
 from ray_reid.clustering import _backend
 from ray_reid.clustering._agglomerate import LINKAGES, REGULARIZERS, agglomerate
+from ray_reid.clustering.fusion import PURIFICATION_WEIGHTS, fuse_checked, split_views, weights_for
 from ray_reid.clustering.graph import KNN_INDEXES
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class HierarchicalSSE:
         (when given) still bounds it from below.
     lam:
         Weight of the regulariser, finite and >= 0. Ignored when ``regularizer="none"``.
+        The default, 0.05, is the run config's (``cluster.lam``).
     linkage:
         ``"single"`` (min squared distance between members) or ``"average"`` (mean).
     regularizer:
@@ -82,12 +84,25 @@ class HierarchicalSSE:
     knn_index:
         ``"flat"`` (exact), ``"ivf"`` (faiss inverted file, approximate) or ``"auto"`` (flat on
         a GPU or up to 50,000 samples, IVF beyond).
+    view_weights:
+        For ``fit({view: array, ...})`` with several views: the weight of each view's squared
+        distance, in the mapping's order (Learning to Purification's 0.7/0.15/0.15). The views
+        are fused exactly into one matrix (see :mod:`ray_reid.clustering.fusion`), each view
+        L2-normalised first when ``normalize``.
+    relative_threshold:
+        Read ``distance_threshold`` in units of the mean pairwise squared distance of the
+        (normalised, fused) input instead of absolutely. Training spreads the features (a
+        pretrained init's sit in a narrow cone), so a threshold that fits epoch 0 would leave only
+        singletons a few epochs later; a relative one follows them, as DBSCAN's ``eps`` on a
+        Jaccard distance does.
+    min_cluster_size:
+        Clusters smaller than this become outliers (label -1), as DBSCAN's noise points do.
 
     Attributes
     ----------
     labels_: int64 array [N]
-        Cluster of every sample, 0..K-1. Clusters are numbered by their smallest sample
-        index, which is also the order of first appearance in ``X``.
+        Cluster of every sample, 0..K-1, or -1 in a cluster under ``min_cluster_size``. Clusters
+        are numbered by their smallest sample index, the order of first appearance in ``X``.
     n_clusters_: int
     merges_: int64 array [N - K, 2]
         Merge history: (id_a, id_b), each cluster named by its smallest sample index, id_a < id_b.
@@ -99,6 +114,8 @@ class HierarchicalSSE:
         Graph path only: undirected edges of the candidate graph.
     graph_seconds_: float or None
         Graph path only: time spent building the candidate graph (the k-NN search).
+    distance_threshold_: float or None
+        The absolute cost the merging stopped at (``distance_threshold``, scaled when relative).
 
     On a graph with more connected components than ``n_clusters``, fitting stops at the
     component count (``n_clusters_ > n_clusters``) with a warning.
@@ -111,7 +128,7 @@ class HierarchicalSSE:
         self,
         n_clusters: int | None = None,
         *,
-        lam: float,
+        lam: float = 0.05,
         distance_threshold: float | None = None,
         linkage: str = "single",
         regularizer: str = "sse",
@@ -121,6 +138,9 @@ class HierarchicalSSE:
         connectivity: Any = "dense",
         n_neighbors: int = 30,
         knn_index: str = "auto",
+        view_weights: tuple[float, ...] = PURIFICATION_WEIGHTS,
+        relative_threshold: bool = False,
+        min_cluster_size: int = 1,
     ) -> None:
         self.n_clusters = n_clusters
         self.distance_threshold = distance_threshold
@@ -133,6 +153,9 @@ class HierarchicalSSE:
         self.connectivity = connectivity
         self.n_neighbors = n_neighbors
         self.knn_index = knn_index
+        self.view_weights = view_weights
+        self.relative_threshold = relative_threshold
+        self.min_cluster_size = min_cluster_size
 
     @property
     def _graph(self) -> bool:
@@ -157,14 +180,16 @@ class HierarchicalSSE:
                 raise ValueError(f"distance_threshold must be None or a finite real number >= 0, got {t!r}")
         elif self.n_clusters is None:
             raise ValueError("give n_clusters, distance_threshold or both; both are None")
-        if self.n_clusters is None:
-            return
-        if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, numbers.Integral):
-            raise ValueError(f"n_clusters must be an integer in [1, {n_samples}], got {self.n_clusters!r}")
-        if not 1 <= self.n_clusters <= n_samples:
-            raise ValueError(
-                f"n_clusters must be in [1, {n_samples}] (the number of samples), got {self.n_clusters}"
-            )
+        if self.n_clusters is not None:
+            if isinstance(self.n_clusters, bool) or not isinstance(self.n_clusters, numbers.Integral):
+                raise ValueError(f"n_clusters must be an integer in [1, {n_samples}], got {self.n_clusters!r}")
+            if not 1 <= self.n_clusters <= n_samples:
+                raise ValueError(
+                    f"n_clusters must be in [1, {n_samples}] (the number of samples), got {self.n_clusters}"
+                )
+        if (isinstance(self.min_cluster_size, bool) or not isinstance(self.min_cluster_size, numbers.Integral)
+                or self.min_cluster_size < 1):
+            raise ValueError(f"min_cluster_size must be an integer >= 1, got {self.min_cluster_size!r}")
         if isinstance(self.connectivity, str) and self.connectivity not in CONNECTIVITIES:
             raise ValueError(
                 f"connectivity must be one of {CONNECTIVITIES} or an N×N adjacency matrix, got {self.connectivity!r}"
@@ -199,25 +224,27 @@ class HierarchicalSSE:
         return np.float64 if n_matrices * n_samples * n_samples * 8 <= _FLOAT64_STATE_BUDGET else np.float32
 
     def fit(self, X: Any, y: Any = None) -> HierarchicalSSE:
-        """Cluster the rows of ``X`` (N×d NumPy or CuPy array); ``y`` is ignored."""
-        ndim = getattr(X, "ndim", None)
-        if ndim is None:
-            X = np.asarray(X)
-            ndim = X.ndim
-        if ndim != 2:
-            raise ValueError(f"X must be a 2-D array (n_samples, n_features), got {ndim} dimension(s)")
-        n_samples, n_features = (int(s) for s in X.shape)
-        if n_samples < 1 or n_features < 1:
-            raise ValueError(f"X must have at least one sample and one feature, got shape {tuple(X.shape)}")
+        """Cluster the rows of ``X``: an N×d NumPy or CuPy array, or ``{view: N×d array}``; ``y`` is ignored."""
+        names, views = split_views(X)  # the one NaN/shape check
+        n_samples = int(views[0].shape[0])
         self._check_params(n_samples)
+        normalize = self.normalize
+        if len(views) > 1:
+            X = fuse_checked(views, weights_for(names, self.view_weights), normalize=normalize)
+            normalize = False
+        else:
+            X = views[0]
         xp = _backend.get_xp(self.device)
+        n_features = int(X.shape[1])
         dtype = self._state_dtype(n_samples, n_features)
-        X = _prepared(X, xp, dtype, self.normalize)
+        X = _prepared(X, xp, dtype, normalize)
 
         log.info(
             "HierarchicalSSE: %d samples -> %s clusters (linkage=%s, regularizer=%s, lam=%g, %s, %s on %s)",
             n_samples,
-            self.n_clusters if self.distance_threshold is None else f"cost <= {self.distance_threshold:g}, >= {self.n_clusters or 1}",
+            self.n_clusters if self.distance_threshold is None else
+            f"cost <= {self.distance_threshold:g}{' x mean sq. distance' if self.relative_threshold else ''}, "
+            f">= {self.n_clusters or 1}",
             self.linkage,
             self.regularizer,
             self.lam,
@@ -229,6 +256,9 @@ class HierarchicalSSE:
         self.n_edges_ = None
         self.graph_seconds_ = None
         max_cost = None if self.distance_threshold is None else float(self.distance_threshold)
+        if max_cost is not None and self.relative_threshold:
+            max_cost *= mean_sq_distance(X)
+        self.distance_threshold_ = max_cost
         if self._graph:
             result = self._fit_graph(X, xp, max_cost)
         else:
@@ -242,7 +272,7 @@ class HierarchicalSSE:
                 dtype=dtype,
                 max_cost=max_cost,
             )
-        self.labels_ = result.labels
+        self.labels_ = _without_small_clusters(result.labels, int(self.min_cluster_size))
         self.n_clusters_ = int(self.labels_.max()) + 1
         self.merges_ = result.merges
         self.merge_costs_ = result.costs
@@ -284,35 +314,21 @@ class HierarchicalSSE:
 
 
 def _prepared(X: Any, xp: Any, dtype: Any, normalize: bool) -> Any:
-    """Validated, optionally L2-normalised, C-contiguous ``dtype`` copy of ``X`` on ``xp``'s device.
+    """Optionally L2-normalised, C-contiguous ``dtype`` copy of ``X`` on ``xp``'s device.
 
-    Works chunk by chunk in float64, so the only full-size array is the result (an N×d float64
-    copy of 300,000 × 512 features alone would be 1.2 GB). fp16 input is fine.
+    ``X`` was checked at the boundary (:func:`ray_reid.clustering.fusion.split_views`: 2-D, real,
+    finite). Works chunk by chunk in float64, so the only full-size array is the result (an N×d
+    float64 copy of 300,000 × 512 features alone would be 1.2 GB). fp16 input is fine.
     """
-    if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)):
-        raise ValueError(f"X must hold real numbers, got dtype {X.dtype}")
     n = int(X.shape[0])
     on_device = _backend.array_module(X) is xp
-
-    def chunk(i0: int) -> Any:
-        block = X[i0 : i0 + _PREPARE_ROWS]
-        if not on_device:
-            block = xp.asarray(_backend.to_numpy(block))
-        return block.astype(xp.float64)
-
-    bad_rows: list[int] = []
-    for i0 in range(0, n, _PREPARE_ROWS):
-        bad = ~xp.isfinite(chunk(i0)).all(axis=1)
-        if bool(bad.any()):
-            bad_rows += (_backend.to_numpy(xp.flatnonzero(bad)) + i0)[: 5 - len(bad_rows)].tolist()
-            if len(bad_rows) >= 5:
-                break
-    if bad_rows:
-        raise ValueError(f"X contains NaN or inf values (first bad rows: {bad_rows})")
     out = xp.empty(X.shape, dtype=dtype)
     zero_rows: list[int] = []
     for i0 in range(0, n, _PREPARE_ROWS):
-        block = chunk(i0)
+        block = X[i0 : i0 + _PREPARE_ROWS]
+        if not on_device:
+            block = xp.asarray(_backend.to_numpy(block))
+        block = block.astype(xp.float64)
         if normalize:
             norms = xp.linalg.norm(block, axis=1)
             zero = norms == 0
@@ -323,4 +339,35 @@ def _prepared(X: Any, xp: Any, dtype: Any, normalize: bool) -> Any:
         out[i0 : i0 + block.shape[0]] = block.astype(dtype, copy=False)
     if zero_rows:
         raise ValueError(f"cannot L2-normalise all-zero rows of X (first: {zero_rows}); pass normalize=False")
+    return out
+
+
+def mean_sq_distance(x: Any, *, unit: bool = False) -> float:
+    """Mean squared distance over all pairs (i, j), 2(mean‖x‖² − ‖mean x‖²), in O(N·d), NumPy or CuPy.
+
+    The scale a relative ``distance_threshold`` is read in: a pretrained init's features are
+    packed in a narrow cone (0.08 on the proxy's validation domain), trained ones near 2.
+    """
+    xp = _backend.array_module(x)
+    n = int(x.shape[0])
+    total = xp.zeros(int(x.shape[1]), dtype=xp.float64)
+    sq = 0.0
+    for i0 in range(0, n, _PREPARE_ROWS):
+        block = x[i0 : i0 + _PREPARE_ROWS].astype(xp.float64)
+        if unit:
+            block = block / xp.linalg.norm(block, axis=1, keepdims=True)
+        total += block.sum(axis=0)
+        sq += float((block * block).sum())
+    mean = total / n
+    return float(2.0 * (sq / n - float(mean @ mean)))
+
+
+def _without_small_clusters(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """Clusters under ``min_size`` members become -1; the rest renumbered 0..C-1 in their order."""
+    if min_size <= 1:
+        return labels
+    small = np.bincount(labels)[labels] < min_size
+    out = np.full(labels.shape, -1, dtype=np.int64)
+    if not small.all():
+        _, out[~small] = np.unique(labels[~small], return_inverse=True)
     return out

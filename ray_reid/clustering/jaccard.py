@@ -35,7 +35,8 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
-from ray_reid.clustering._backend import VALID_DEVICES
+from ray_reid.clustering._backend import VALID_DEVICES, to_numpy
+from ray_reid.clustering.fusion import PURIFICATION_WEIGHTS, split_views, weights_for
 from ray_reid.clustering.knn import _as_features, knn_search
 
 log = logging.getLogger(__name__)
@@ -355,17 +356,38 @@ def compute_jaccard_distance(
     n = x.shape[0]
     k1 = _check_int("k1", k1, 1, n)
     k2 = _check_int("k2", k2, 1, k1)
+    return _jaccard(x, k1=k1, k2=k2, device=device, progress=progress)
+
+
+def _jaccard(x: np.ndarray, *, k1: int, k2: int, device: str, progress: bool) -> sp.csr_matrix:
+    """The distance of :func:`compute_jaccard_distance` for checked float32 features and parameters."""
+    n = x.shape[0]
     distances, indices = knn_search(x, k1, device=device)
     expanded = _expanded_sets(indices, k1)
     v = _query_expand(_encode(x, distances, indices, expanded), indices, k2)
-    log.debug(
-        "jaccard: N=%d, |S(i)| mean %.1f, nnz(V) per row %.1f",
-        n,
-        expanded.nnz / n,
-        v.nnz / n,
-    )
+    log.debug("jaccard: N=%d, |S(i)| mean %.1f, nnz(V) per row %.1f", n, expanded.nnz / n, v.nnz / n)
     indptr, cols, dist = _upper_jaccard(v, progress=progress)
     return _symmetric_csr(n, indptr, cols, dist)
+
+
+def fused_jaccard_distance(views, weights, *, k1: int, k2: int, device: str = "auto",
+                           progress: bool = False) -> sp.csr_matrix:
+    """Σ_v w_v · d_J(view v) with weights scaled to sum 1, sparse as :func:`compute_jaccard_distance`.
+
+    An absent entry still means distance 1: in each view it is 1, so the weighted sum is too.
+    Every view stores its diagonal (distance 0), so the fused diagonal stays stored.
+    """
+    w = np.asarray(weights, dtype=np.float64)
+    w = w / w.sum()
+    similarity = None
+    for view, weight in zip(views, w):
+        sim = _jaccard(np.ascontiguousarray(to_numpy(view), dtype=np.float32), k1=k1, k2=k2, device=device,
+                       progress=progress)
+        sim.data = weight * (1.0 - sim.data)
+        similarity = sim if similarity is None else similarity + sim
+    fused = similarity.tocsr()
+    fused.data = 1.0 - fused.data
+    return fused
 
 
 def _within(dist: sp.csr_matrix, eps: float) -> sp.csr_matrix:
@@ -416,7 +438,9 @@ class JaccardDBSCAN:
         k2: int = 6,
         device: str = "auto",
         progress: bool = False,
+        view_weights: tuple[float, ...] = PURIFICATION_WEIGHTS,
     ) -> None:
+        self.view_weights = view_weights
         self.eps = eps
         self.min_samples = min_samples
         self.k1 = k1
@@ -439,18 +463,22 @@ class JaccardDBSCAN:
             raise ValueError(f"device must be one of {VALID_DEVICES}, got {self.device!r}")
 
     def fit(self, X, y=None) -> "JaccardDBSCAN":
-        """Cluster the rows of ``X`` [N, d]; ``y`` is ignored (sklearn convention)."""
-        x = _as_features(X, name="X")
-        self._validate(x.shape[0])
-        dist = compute_jaccard_distance(
-            x, k1=self.k1, k2=self.k2, device=self.device, progress=self.progress
-        )
+        """Cluster the rows of ``X`` [N, d], or of ``{view: [N, d]}`` on the fused distance; ``y`` is ignored."""
+        names, views = split_views(X)  # the one NaN/shape check
+        n = int(views[0].shape[0])
+        self._validate(n)
+        if len(views) == 1:
+            x = np.ascontiguousarray(to_numpy(views[0]), dtype=np.float32)
+            dist = _jaccard(x, k1=self.k1, k2=self.k2, device=self.device, progress=self.progress)
+        else:
+            dist = fused_jaccard_distance(views, weights_for(names, self.view_weights), k1=self.k1, k2=self.k2,
+                                          device=self.device, progress=self.progress)
         self.labels_ = dbscan_on_sparse_distance(dist, eps=self.eps, min_samples=self.min_samples)
         self.n_clusters_ = int(self.labels_.max() + 1) if self.labels_.size else 0
         self.n_outliers_ = int((self.labels_ == -1).sum())
         log.info(
             "JaccardDBSCAN: %d points -> %d clusters, %d outliers",
-            x.shape[0],
+            n,
             self.n_clusters_,
             self.n_outliers_,
         )

@@ -43,3 +43,11 @@ def fixed_target(n_clusters: int) -> Callable[[int, int], int]:
         return min(n_clusters, n_samples)
 
     return target
+
+
+def scheduled_target(n_samples: int, epoch: int, *, merge_percent: float, first_step: int = 0,
+                     min_clusters_ratio: float = 0.0) -> int:
+    """The hierarchical clusterer's target at ``epoch``: HCT step ``first_step + epoch``, floored at
+    ``ceil(min_clusters_ratio · N)`` so a long run never merges below a sensible number of identities."""
+    floor = max(1, math.ceil(min_clusters_ratio * n_samples))
+    return max(floor, hct_target_clusters(n_samples, merge_percent, first_step + epoch))

@@ -1,4 +1,4 @@
-"""Image transforms for training and testing (torchvision.transforms.v2), on PIL inputs.
+"""Image transforms for training and testing (torchvision.transforms.v2), on PIL inputs, from the data config.
 
 The training augmentation is the one every result in DESIGN.md §8 used: resize, flip,
 pad 10 + random crop back to size, normalise, random erasing. Two erasing rules are offered
@@ -10,59 +10,12 @@ cluster-contrast / Learning to Purification number was trained with (:class:`Clu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torchvision.transforms import InterpolationMode, v2
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-ERASING_RULES = ("torchvision", "cluster_contrast")
-
-
-@dataclass(frozen=True)
-class TransformConfig:
-    height: int = 256
-    width: int = 128
-    flip_p: float = 0.5
-    pad: int = 10
-    erasing_p: float = 0.5
-    erasing: str = "torchvision"  # which rule draws the erased box: one of ERASING_RULES
-    # Photometric augmentation, off by default (the published recipes start from ImageNet
-    # weights). From random init it is what teaches invariance to the per-camera gain, colour
-    # cast, contrast and blur that otherwise make clusters follow cameras instead of people.
-    color_jitter: float = 0.0
-    grayscale_p: float = 0.0
-    blur_p: float = 0.0
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
-        object.__setattr__(self, "std", tuple(float(s) for s in self.std))
-        for name in ("height", "width"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"TransformConfig.{name} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.pad, int) or self.pad < 0:
-            raise ValueError(f"TransformConfig.pad must be an integer >= 0, got {self.pad!r}")
-        if self.erasing not in ERASING_RULES:
-            raise ValueError(f"TransformConfig.erasing must be one of {ERASING_RULES}, got {self.erasing!r}")
-        if not 0.0 <= self.color_jitter <= 1.0:
-            raise ValueError(f"TransformConfig.color_jitter must be in [0, 1], got {self.color_jitter!r}")
-        for name in ("flip_p", "erasing_p", "grayscale_p", "blur_p"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"TransformConfig.{name} must be a probability in [0, 1], got {value!r}")
-        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
-            raise ValueError(
-                f"TransformConfig.mean/std must be 3 values each with std > 0, got {self.mean!r} / {self.std!r}"
-            )
-
-    @property
-    def size(self) -> tuple[int, int]:
-        return (self.height, self.width)
+from ray_reid.data.config import IMAGENET_MEAN, DataConfig
 
 
 class ClusterContrastErasing(v2.RandomErasing):
@@ -107,17 +60,17 @@ class ClusterContrastErasing(v2.RandomErasing):
         return dict(i=0, j=0, h=height, w=width, v=None)
 
 
-def _erasing(cfg: TransformConfig) -> v2.Transform:
+def _erasing(cfg: DataConfig) -> v2.Transform:
     if cfg.erasing == "cluster_contrast":
         return ClusterContrastErasing(p=cfg.erasing_p)
     return v2.RandomErasing(p=cfg.erasing_p, value=0)
 
 
-def _to_normalized_tensor(cfg: TransformConfig) -> list[v2.Transform]:
+def _to_normalized_tensor(cfg: DataConfig) -> list[v2.Transform]:
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean=list(cfg.mean), std=list(cfg.std))]
 
 
-def train_transform(cfg: TransformConfig = TransformConfig()) -> v2.Compose:
+def train_transform(cfg: DataConfig = DataConfig()) -> v2.Compose:
     """Augmenting transform: PIL image -> float32 [3, H, W], normalised."""
     steps: list[v2.Transform] = [v2.Resize(cfg.size, interpolation=InterpolationMode.BICUBIC)]
     if cfg.flip_p > 0:
@@ -138,7 +91,7 @@ def train_transform(cfg: TransformConfig = TransformConfig()) -> v2.Compose:
     return v2.Compose(steps)
 
 
-def test_transform(cfg: TransformConfig = TransformConfig()) -> v2.Compose:
+def test_transform(cfg: DataConfig = DataConfig()) -> v2.Compose:
     """Deterministic transform for extraction and evaluation: resize and normalise only."""
     return v2.Compose([v2.Resize(cfg.size, interpolation=InterpolationMode.BICUBIC), *_to_normalized_tensor(cfg)])
 

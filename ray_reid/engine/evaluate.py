@@ -7,7 +7,6 @@ clustering scores of the pseudo-labels it was trained on, a rank list and a t-SN
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from ray_reid.data.resolve import load_configured_dataset
 from ray_reid.data.transforms import test_transform
 from ray_reid.engine.checkpoint import load_checkpoint, write_json
 from ray_reid.engine.extract import extract_features
-from ray_reid.engine.loop import model_config, transform_config
 from ray_reid.eval.cluster_metrics import clustering_scores
 from ray_reid.eval.features import query_gallery_metrics
 from ray_reid.eval.rank import compute_distmat
@@ -52,11 +50,11 @@ def evaluate_checkpoint(checkpoint_dir: str | Path, out_dir: str | Path, *, data
     name = dataset or cfg.data.dataset
     root = data_root if data_root is not None else (cfg.data.root if dataset is None else None)
     data = load_configured_dataset(name, root)
-    model = build_model(dataclasses.replace(model_config(cfg), pretrained=None))  # weights: the checkpoint's
+    model = build_model(cfg.model.replace(pretrained=None))  # the weights come from the checkpoint
     model.load_state_dict(loaded["state"]["model"])
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
-    transform = test_transform(transform_config(cfg))
+    transform = test_transform(cfg.data)
     out_dir.mkdir(parents=True, exist_ok=True)
 
     records = list(data.query) + list(data.gallery)

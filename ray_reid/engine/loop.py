@@ -23,7 +23,7 @@ from ray_reid.data.image_folder import RecordImageDataset
 from ray_reid.data.records import ReidDataset
 from ray_reid.data.resolve import load_configured_dataset
 from ray_reid.data.sampler import PseudoIdentitySampler
-from ray_reid.data.transforms import TransformConfig, test_transform, train_transform
+from ray_reid.data.transforms import test_transform, train_transform
 from ray_reid.engine.checkpoint import load_checkpoint, save_checkpoint
 from ray_reid.engine.context import WorkerContext
 from ray_reid.engine.extract import extract_features
@@ -33,20 +33,9 @@ from ray_reid.engine.train_epoch import train_one_epoch
 from ray_reid.eval.cluster_metrics import clustering_scores
 from ray_reid.eval.features import query_gallery_metrics
 from ray_reid.losses.cluster_memory import ClusterMemory
-from ray_reid.models import ModelConfig, build_model
+from ray_reid.models import build_model
 
 log = logging.getLogger(__name__)
-
-
-def model_config(cfg: TrainConfig) -> ModelConfig:
-    return ModelConfig(backbone=cfg.model.backbone, views=cfg.model.views, pretrained=cfg.model.pretrained,
-                       gem_p=cfg.model.gem_p)
-
-
-def transform_config(cfg: TrainConfig) -> TransformConfig:
-    d = cfg.data
-    return TransformConfig(height=d.height, width=d.width, pad=d.pad, erasing_p=d.erasing_p, erasing=d.erasing,
-                           color_jitter=d.color_jitter, grayscale_p=d.grayscale_p, blur_p=d.blur_p)
 
 
 def seed_everything(seed: int) -> None:
@@ -123,10 +112,8 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
     p_local = cfg.optim.p // world
     batch_local = p_local * cfg.optim.k
 
-    tcfg = transform_config(cfg)
-    tf_train, tf_test = train_transform(tcfg), test_transform(tcfg)
-    mcfg = model_config(cfg)
-    model = build_model(mcfg).to(ctx.device)
+    tf_train, tf_test = train_transform(cfg.data), test_transform(cfg.data)
+    model = build_model(cfg.model).to(ctx.device)
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.optim.lr,
                                  weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.optim.step_size, gamma=cfg.optim.gamma)
@@ -135,7 +122,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         from ray_reid.engine.teacher import load_teacher, teacher_schedule_offset
 
         if teacher is None:
-            teacher = load_teacher(cfg.run.teacher, mcfg, ctx.device)
+            teacher = load_teacher(cfg.run.teacher, cfg.model, ctx.device)
         schedule_offset = teacher_schedule_offset(cfg, cfg.run.teacher)
     # Learning to Purification's student first trains an extra epoch (the public code's epoch -1) on the
     # teacher's labels and frozen memories, at teacher_epoch_iters x iters; optim.epochs of its own follow.
@@ -236,7 +223,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
                     "labels": torch.tensor(pseudo.labels),
                     "memories": {v: m.features.detach().cpu() for v, m in memories.items()},
                 }
-                meta = {"model": asdict(mcfg), "config": cfg.to_dict(), "epoch": epoch, "n_train": n_train}
+                meta = {"model": asdict(cfg.model), "config": cfg.to_dict(), "epoch": epoch, "n_train": n_train}
                 save_checkpoint(tmp, state, meta, history)
                 ctx.report(metrics, Path(tmp))
         else:

@@ -77,7 +77,7 @@ def load_trained(run_or_checkpoint: str | os.PathLike) -> tuple[dict[str, torch.
     for name in sorted(weights):
         digest.update(name.encode())
         digest.update(weights[name].detach().cpu().contiguous().numpy().tobytes())
-    spec = InferenceSpec(backbone=model_cfg.backbone, views=model_cfg.views, height=cfg.data.height,
+    spec = InferenceSpec(backbone=model_cfg.backbone, views=model_cfg.view_names, height=cfg.data.height,
                          width=cfg.data.width, embed_dim=model_cfg.embed_dim, checkpoint=str(run_or_checkpoint),
                          weights_sha256=digest.hexdigest())
     return weights, spec

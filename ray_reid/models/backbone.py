@@ -22,6 +22,14 @@ BACKBONES: dict[str, tuple[Callable[..., resnet.ResNet], int]] = {
 }
 
 
+def register_backbone(name: str, constructor: Callable[..., resnet.ResNet], channels: int) -> None:
+    """Make ``model.backbone: name`` buildable: a torchvision-style ResNet constructor (``weights=None``
+    keyword, ``layer1``..``layer4``) and the channels of its last stage. Names are never silently replaced."""
+    if name in BACKBONES and BACKBONES[name] != (constructor, channels):
+        raise ValueError(f"backbone {name!r} is already registered")
+    BACKBONES[name] = (constructor, int(channels))
+
+
 def backbone_channels(name: str) -> int:
     """Feature width of ``name``'s last stage; raises ValueError listing the valid names."""
     return _lookup(name)[1]

@@ -10,9 +10,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-GLOBAL_VIEWS = ("global",)
-PART_VIEWS = ("global", "up", "down")
-VIEW_SETS = {"global": GLOBAL_VIEWS, "global+parts": PART_VIEWS}
 
 
 class GeM(nn.Module):
@@ -68,15 +65,3 @@ def view_regions(feature_map: torch.Tensor, views: tuple[str, ...]) -> dict[str,
     half = height // 2
     regions = {"global": feature_map, "up": feature_map[..., :half, :], "down": feature_map[..., half:, :]}
     return {v: regions[v] for v in views}
-
-
-def normalize_views(views: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """Accept ``"global"``, ``"global+parts"`` or the explicit tuples; anything else is an error."""
-    if isinstance(views, str):
-        if views not in VIEW_SETS:
-            raise ValueError(f"views must be one of {sorted(VIEW_SETS)} or {list(VIEW_SETS.values())}, got {views!r}")
-        return VIEW_SETS[views]
-    result = tuple(views)
-    if result not in VIEW_SETS.values():
-        raise ValueError(f"views must be one of {list(VIEW_SETS.values())} or {sorted(VIEW_SETS)}, got {result!r}")
-    return result

@@ -3,52 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from ray_reid.models.backbone import ResNetTrunk, backbone_channels
-from ray_reid.models.heads import BNNeck, GeM, normalize_views, view_regions
+from ray_reid.models.backbone import ResNetTrunk
+from ray_reid.models.config import ModelConfig
+from ray_reid.models.heads import BNNeck, GeM, view_regions
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What network to build. ``views`` also accepts the strings ``"global"`` / ``"global+parts"``.
-
-    ``pretrained`` is ``imagenet`` / ``imagenet:<VARIANT>`` (torchvision's weights for the
-    backbone, through its download cache), a local path or ``s3://`` URI of a torchvision
-    ImageNet ResNet ``state_dict``; ``None`` trains from random initialisation.
-    """
-
-    backbone: str = "resnet50"
-    views: tuple[str, ...] = ("global",)
-    last_stride: int = 1
-    gem_p: float = 3.0
-    pretrained: str | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "views", normalize_views(self.views))
-        backbone_channels(self.backbone)  # raises with the valid names
-        if self.last_stride not in (1, 2):
-            raise ValueError(f"ModelConfig.last_stride must be 1 or 2, got {self.last_stride!r}")
-        if not (isinstance(self.gem_p, (int, float)) and self.gem_p > 0):
-            raise ValueError(f"ModelConfig.gem_p must be a number > 0, got {self.gem_p!r}")
-        if self.pretrained is not None and (not isinstance(self.pretrained, str) or not self.pretrained.strip()):
-            raise ValueError(f"ModelConfig.pretrained must be None, 'imagenet' or a path / s3:// URI, "
-                             f"got {self.pretrained!r}")
-        if self.pretrained is not None:
-            from ray_reid.models.weights import imagenet_weights, is_imagenet_spec
-
-            if is_imagenet_spec(self.pretrained):
-                imagenet_weights(self.backbone, self.pretrained)  # refuses a backbone without them, naming it
-
-    @property
-    def embed_dim(self) -> int:
-        """Width of every view's embedding (the trunk's last-stage channels)."""
-        return backbone_channels(self.backbone)
 
 
 class ReidNet(nn.Module):
@@ -63,7 +26,7 @@ class ReidNet(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.views: tuple[str, ...] = cfg.views
+        self.views: tuple[str, ...] = cfg.view_names
         self.embed_dim = cfg.embed_dim
         self.backbone = ResNetTrunk(cfg.backbone, last_stride=cfg.last_stride)
         self.pools = nn.ModuleDict({v: GeM(cfg.gem_p) for v in self.views})

@@ -7,7 +7,8 @@ from PIL import Image
 
 from ray_reid.data.image_folder import BadImageError, RecordImageDataset
 from ray_reid.data.records import ImageRecord
-from ray_reid.data.transforms import TransformConfig, test_transform as make_test_transform
+from ray_reid.data.config import DataConfig
+from ray_reid.data.transforms import test_transform as make_test_transform
 
 
 @pytest.fixture
@@ -22,7 +23,7 @@ def records(tmp_path):
 
 
 def test_returns_tensor_and_index(records):
-    ds = RecordImageDataset(records, make_test_transform(TransformConfig(height=16, width=8)))
+    ds = RecordImageDataset(records, make_test_transform(DataConfig(height=16, width=8)))
     assert len(ds) == 3
     for i in range(3):
         image, index = ds[i]

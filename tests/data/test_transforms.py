@@ -3,7 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ray_reid.data.transforms import TransformConfig, test_transform as make_test_transform, train_transform
+from ray_reid.data.config import DataConfig
+from ray_reid.data.transforms import test_transform as make_test_transform, train_transform
 
 
 def pil(h=50, w=30, seed=0):
@@ -13,13 +14,13 @@ def pil(h=50, w=30, seed=0):
 
 @pytest.mark.parametrize("builder", [train_transform, make_test_transform])
 def test_output_shape_dtype(builder):
-    cfg = TransformConfig(height=64, width=32)
+    cfg = DataConfig(height=64, width=32)
     out = builder(cfg)(pil())
     assert out.shape == (3, 64, 32) and out.dtype == torch.float32
 
 
 def test_test_transform_normalises_deterministically():
-    cfg = TransformConfig(height=8, width=4)
+    cfg = DataConfig(height=8, width=4)
     grey = Image.new("RGB", (4, 8), (124, 116, 104))  # ≈ ImageNet mean colour
     out = make_test_transform(cfg)(grey)
     assert out.abs().max() < 0.02
@@ -28,19 +29,19 @@ def test_test_transform_normalises_deterministically():
 
 
 def test_train_transform_is_random_and_flips():
-    cfg = TransformConfig(height=16, width=8, pad=0, erasing_p=0.0, flip_p=1.0)
+    cfg = DataConfig(height=16, width=8, pad=0, erasing_p=0.0, flip_p=1.0)
     img = pil(16, 8)
     flipped = train_transform(cfg)(img)
     torch.testing.assert_close(flipped, make_test_transform(cfg)(img).flip(-1))
     torch.manual_seed(0)
-    augmenting = train_transform(TransformConfig(height=32, width=16))
+    augmenting = train_transform(DataConfig(height=32, width=16))
     outs = [augmenting(pil(32, 16)) for _ in range(4)]
     assert any(not torch.equal(outs[0], o) for o in outs[1:])
 
 
 def test_erasing_fills_with_mean():
     torch.manual_seed(0)
-    cfg = TransformConfig(height=32, width=16, pad=0, flip_p=0.0, erasing_p=1.0)
+    cfg = DataConfig(height=32, width=16, pad=0, flip_p=0.0, erasing_p=1.0)
     out = train_transform(cfg)(Image.new("RGB", (16, 32), (255, 255, 255)))
     assert (out == 0).all(dim=0).any()  # an erased patch, at the normalised mean
 
@@ -51,23 +52,23 @@ def test_erasing_fills_with_mean():
 )
 def test_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
-        TransformConfig(**kw)
+        DataConfig(**kw)
 
 
 def test_photometric_augmentation_is_opt_in_and_validated():
     from torchvision.transforms import v2
 
-    plain = train_transform(TransformConfig(height=32, width=16))
+    plain = train_transform(DataConfig(height=32, width=16))
     assert not any(isinstance(t, (v2.RandomApply, v2.RandomGrayscale)) for t in plain.transforms)
-    strong = train_transform(TransformConfig(height=32, width=16, color_jitter=0.4, grayscale_p=0.2, blur_p=0.5))
+    strong = train_transform(DataConfig(height=32, width=16, color_jitter=0.4, grayscale_p=0.2, blur_p=0.5))
     kinds = [type(t) for t in strong.transforms]
     assert kinds.count(v2.RandomApply) == 2 and v2.RandomGrayscale in kinds
     out = strong(Image.fromarray(np.full((40, 20, 3), 128, np.uint8)))
     assert out.shape == (3, 32, 16) and out.dtype == torch.float32
     with pytest.raises(ValueError, match="color_jitter"):
-        TransformConfig(color_jitter=1.5)
+        DataConfig(color_jitter=1.5)
     with pytest.raises(ValueError, match="blur_p"):
-        TransformConfig(blur_p=-0.1)
+        DataConfig(blur_p=-0.1)
 
 
 # --- cluster-contrast's RandomErasing (clustercontrast/utils/data/transforms.py, RandomErasing) ---
@@ -149,12 +150,12 @@ def test_train_transform_uses_the_configured_erasing_rule():
 
     from ray_reid.data.transforms import ClusterContrastErasing
 
-    cc = train_transform(TransformConfig(height=32, width=16, erasing="cluster_contrast"))
+    cc = train_transform(DataConfig(height=32, width=16, erasing="cluster_contrast"))
     assert isinstance(cc.transforms[-1], ClusterContrastErasing)
-    tv = train_transform(TransformConfig(height=32, width=16))
+    tv = train_transform(DataConfig(height=32, width=16))
     assert type(tv.transforms[-1]) is v2.RandomErasing
     with pytest.raises(ValueError, match="erasing"):
-        TransformConfig(erasing="zhong")
+        DataConfig(erasing="zhong")
 
 
 @pytest.mark.parametrize("kw, match", [(dict(sl=0.5, sh=0.4), "sl"), (dict(r1=0.0), "r1"), (dict(attempts=0), "attempts")])

@@ -5,7 +5,9 @@ import pytest
 
 from ray_reid.clustering import HierarchicalSSE, JaccardDBSCAN, fuse_views
 from ray_reid.config import ClusterConfig
-from ray_reid.engine.pseudo_labels import assign_pseudo_labels, mean_sq_distance, target_clusters
+from ray_reid.clustering.hierarchical import mean_sq_distance
+from ray_reid.clustering.schedule import scheduled_target
+from ray_reid.engine.pseudo_labels import assign_pseudo_labels
 
 
 def views(seed=0, n_per=8, centres=5, dim=24):
@@ -28,7 +30,7 @@ def test_hc_sse_on_several_views_clusters_their_exact_fusion():
     feats = views()
     cfg = ClusterConfig(method="hc_sse", lam=0.5, merge_percent=0.5)
     result = assign_pseudo_labels(feats, cfg, epoch=0)
-    target = target_clusters(40, 0, cfg)
+    target = scheduled_target(40, 0, merge_percent=0.5, min_clusters_ratio=cfg.min_clusters_ratio)
     fused = fuse_views([feats["global"], feats["up"], feats["down"]], cfg.view_weights)
     expected = HierarchicalSSE(target, lam=0.5, linkage=cfg.linkage, normalize=False).fit_predict(fused)
     assert result.n_clusters == target == 20
@@ -118,9 +120,9 @@ def test_a_threshold_that_leaves_only_outliers_is_refused_naming_the_keys():
 
 
 def test_connectivity_follows_the_size_threshold_and_is_logged(caplog):
-    from ray_reid.engine.pseudo_labels import hierarchy_connectivity
+    from ray_reid.clustering.registry import hierarchy_connectivity
 
-    caplog.set_level("INFO", logger="ray_reid.engine.pseudo_labels")
+    caplog.set_level("INFO", logger="ray_reid.clustering.registry")
     cfg = ClusterConfig(graph_above=100)
     assert hierarchy_connectivity(100, cfg) == "dense"
     assert hierarchy_connectivity(101, cfg) == "knn"

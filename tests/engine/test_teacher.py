@@ -5,7 +5,7 @@ import torch
 
 from ray_reid.config import config_from_dict
 from ray_reid.engine.context import LocalContext
-from ray_reid.engine.loop import model_config, train_worker
+from ray_reid.engine.loop import train_worker
 from ray_reid.engine.teacher import TeacherMismatchError, check_teacher, load_teacher
 from ray_reid.models import ModelConfig
 
@@ -33,7 +33,7 @@ def test_teacher_checkpoint_round_trips(teacher_run):
     run_dir, cfg = teacher_run
     ckpt = sorted(run_dir.glob("checkpoint_*"))[-1]
     state = torch.load(ckpt / "state.pt", weights_only=True)["model"]
-    teacher = load_teacher(str(run_dir), model_config(cfg))
+    teacher = load_teacher(str(run_dir), cfg.model)
     for key, value in teacher.state_dict().items():
         torch.testing.assert_close(value, state[key], rtol=0, atol=0)
     assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())

@@ -19,9 +19,10 @@ def images(b=4, h=64, w=32, seed=1):
 
 
 def test_config_validation_and_view_aliases():
-    assert ModelConfig(views="global").views == ("global",)
-    assert ModelConfig(views="global+parts").views == ("global", "up", "down")
-    assert ModelConfig(views=["global", "up", "down"]).views == ("global", "up", "down")
+    assert ModelConfig(views="global").view_names == ("global",)
+    assert ModelConfig(views="global+parts").view_names == ("global", "up", "down")
+    # checkpoints written before the views were named carry the tuple
+    assert ModelConfig(views=["global", "up", "down"]).views == "global+parts"
     assert ModelConfig("resnet18").embed_dim == 512 and ModelConfig("resnet101").embed_dim == 2048
     with pytest.raises(ValueError, match="resnet18"):
         ModelConfig(backbone="vgg16")
