@@ -60,7 +60,7 @@ class DataConfig:
         check(self.erasing in ERASING_RULES, "data.erasing", self.erasing, f"one of {ERASING_RULES}")
         check(self.loader_workers >= 0, "data.loader_workers", self.loader_workers, "an integer >= 0")
         check(self.on_bad_image in BAD_IMAGE_POLICIES, "data.on_bad_image", self.on_bad_image,
-              f"one of {', '.join(BAD_IMAGE_POLICIES)}")
+              f"one of {BAD_IMAGE_POLICIES}")
 
     @property
     def size(self) -> tuple[int, int]:
