@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ray_reid.cli.flags import DEFAULT_CONFIG, add_config_arguments, config_from_args, setup_logging
-from ray_reid.distributed.tune import (
-    SCHEDULERS, SEARCHERS, SweepConfig, format_table, load_search_space, parse_param_flag, parse_search_space,
-    to_param_space,
+from ray_reid.tuning.results import format_table
+from ray_reid.tuning.space import (
+    SCHEDULERS, SEARCHERS, SweepConfig, check_searchable, load_search_space, parse_param_flag, parse_search_space,
 )
 
 DEFAULT_SPACE = DEFAULT_CONFIG.parent / "tune_space.yaml"
@@ -76,7 +76,7 @@ def parse(argv: Sequence[str] | None = None):
                             reduction_factor=args.reduction_factor, clusterer_cpus=args.clusterer_cpus,
                             clusterer_gpus=args.clusterer_gpus, resume_errored=args.resume_errored,
                             seed=args.sampler_seed)
-        to_param_space(space, sweep.search)  # fail on a space the searcher cannot use before Ray starts
+        check_searchable(space, sweep.search)  # a space the searcher cannot use fails before Ray starts
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     return cfg, space, sweep, args
@@ -84,7 +84,7 @@ def parse(argv: Sequence[str] | None = None):
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg, space, sweep, args = parse(argv)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, "tune")
     from ray_reid import run
 
     outcome = run.sweep(cfg, space, sweep, out=args.out)

@@ -18,6 +18,7 @@ import ray
 from ray_reid.config import ClusterConfig
 from ray_reid.distributed.placement import ActorPlacement
 from ray_reid.engine.pseudo_labels import PseudoLabels, assign_pseudo_labels
+from ray_reid.logs import quiet_console
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class ClusteringActor:
 
     def __init__(self, cluster_cfg: dict[str, Any], embeddings_uri: str | None = None, s3_endpoint: str | None = None):
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        quiet_console()
         from ray_reid.storage import use_endpoint
 
         use_endpoint(s3_endpoint)
@@ -119,11 +121,12 @@ class ClusteringActor:
 
 
 def get_or_create_actor(run_name: str, cluster_cfg: dict[str, Any], placement: ActorPlacement, *, num_workers: int,
-                        embeddings_uri: str | None = None, s3_endpoint: str | None = None):
-    """The run's named actor with ``placement``'s options (pending until a node can hold it)."""
+                        embeddings_uri: str | None = None, s3_endpoint: str | None = None, name: str | None = None):
+    """The run's named actor (the existing one after a driver restart) with ``placement``'s options, pending
+    until a node can hold it; ``name`` replaces the run's default name (a Tune trial's actor)."""
     log.info("ClusteringActor placed %s: %s", placement.reason, placement.options)
     handle = ClusteringActor.options(
-        name=f"{ACTOR_NAME_PREFIX}_{run_name}", get_if_exists=True, max_concurrency=max(4, num_workers + 2),
+        name=name or f"{ACTOR_NAME_PREFIX}_{run_name}", get_if_exists=True, max_concurrency=max(4, num_workers + 2),
         lifetime=None, **placement.options,
     ).remote(cluster_cfg, embeddings_uri, s3_endpoint)
     return handle

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ray_reid import locations
 from ray_reid.config import TrainConfig
 from ray_reid.distributed.actor import get_or_create_actor
 from ray_reid.distributed.placement import (
+    ActorPlacement,
     check_storage_shared,
     clusterer_placement,
     declared_node_types,
@@ -57,25 +58,35 @@ def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> 
             storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=cfg.run.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=KEEP_CHECKPOINTS),
+            logging_config=LoggingConfig(log_level=cfg.run.ray_log_level),
             callbacks=callbacks,
         ),
     )
 
 
-def fit(cfg: TrainConfig, *, callbacks: list | None = None) -> FitOutcome:
-    """Run (or resume, for the same storage_path and run name) the distributed training."""
+def fit(cfg: TrainConfig, *, callbacks: list | None = None, actor_name: str | None = None,
+        actor_options: dict[str, Any] | None = None) -> FitOutcome:
+    """Run (or resume, for the same storage_path and run name) the distributed training.
+
+    The one training path of ``ray_reid.run.train`` and of every Tune trial: a trial only adds its
+    report callback and puts the actor in its own placement-group bundle (``actor_options``).
+    """
     use_endpoint(cfg.run.s3_endpoint)
     run_uri = locations.run_dir(cfg)
     nodes, declared = live_nodes(), declared_node_types()
     storage = check_storage_shared(cfg.run.storage_path, shared=cfg.run.shared_storage, nodes=nodes, declared=declared)
     if not storage.ok:
         raise ValueError(storage.message)
-    placement = clusterer_placement(requested=cfg.run.clusterer_resource, nodes=nodes, declared=declared,
-                                    num_workers=cfg.run.num_workers, gpus_per_worker=cfg.run.gpus_per_worker,
-                                    cpus_per_worker=cfg.run.cpus_per_worker)
+    if actor_options is None:
+        placement = clusterer_placement(requested=cfg.run.clusterer_resource, nodes=nodes, declared=declared,
+                                        num_workers=cfg.run.num_workers, gpus_per_worker=cfg.run.gpus_per_worker,
+                                        cpus_per_worker=cfg.run.cpus_per_worker)
+    else:
+        placement = ActorPlacement(options=actor_options, reason="in the trial's placement-group bundle")
     actor = get_or_create_actor(
         cfg.run.name, dict(cfg.to_dict()["cluster"]), placement, num_workers=cfg.run.num_workers,
         embeddings_uri=f"{run_uri}/embeddings" if cfg.run.save_embeddings else None, s3_endpoint=cfg.run.s3_endpoint,
+        name=actor_name,
     )
     where = wait_until_placed(actor, placement, timeout_s=cfg.run.placement_timeout_s)
     log.info("ClusteringActor runs on node %s (%s)", where["node_id"][:8], where["device"])

@@ -231,3 +231,44 @@ def plot_embedding(
         ax.set_yticks([])
     fig.tight_layout()
     return _save(fig, out_png)
+
+
+def plot_sweep_scatter(x: Sequence[float], y: Sequence[float], score: Sequence[float | None],
+                       out_png: str | os.PathLike, *, x_label: str, y_label: str) -> Path:
+    """Best mAP of every trial of a sweep over two searched values (x on a log axis when all positive)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    score = np.array([np.nan if s is None else s for s in score], dtype=float)
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    ok = np.isfinite(score)
+    if ok.any():
+        points = ax.scatter(x[ok], y[ok], c=100 * score[ok], cmap="viridis", s=80, edgecolors="black")
+        fig.colorbar(points, ax=ax, label="best mAP (%)")
+    if (~ok).any():
+        ax.scatter(x[~ok], y[~ok], marker="x", color="red", s=60, label="no mAP (errored)")
+        ax.legend(loc="best")
+    if len(x) and (x > 0).all():
+        ax.set_xscale("log")
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
+    ax.set_title(f"{len(x)} trials: best mAP")
+    ax.grid(True, alpha=0.3)
+    return _save(fig, out_png)
+
+
+def plot_sweep_curves(curves: Sequence[tuple[str, Sequence[tuple[int, float]], bool]],
+                      out_png: str | os.PathLike) -> Path:
+    """mAP over epochs of every trial: ``(label, [(epoch, mAP), ...], stopped_early)``, stopped ones dashed."""
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for label, points, stopped in curves:
+        if points:
+            ax.plot([e + 1 for e, _ in points], [100 * v for _, v in points], "--" if stopped else "-", marker="o",
+                    label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("mAP (%)")
+    ax.set_title("learning curves (dashed: stopped early)")
+    ax.grid(True, alpha=0.3)
+    if len(curves) <= 12 and any(points for _, points, _ in curves):
+        ax.legend(fontsize=7, loc="best")
+    return _save(fig, out_png)

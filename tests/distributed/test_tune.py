@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
 
 from ray_reid.config import config_from_dict, load_config
-from ray_reid.distributed.tune import (
-    SearchDim, SweepConfig, best_row, parse_param_flag, parse_search_space, per_trial_resources, to_param_space,
-    trials_that_fit,
+from ray_reid.distributed.tune import to_param_space
+from ray_reid.tuning.space import (
+    SearchDim, SweepConfig, parse_param_flag, parse_search_space, per_trial_resources, trials_that_fit,
 )
 
 
@@ -107,15 +106,8 @@ def test_sweep_refuses_in_process_trials(tiny_base, tmp_path):
         run_sweep(tiny_base(**{"run.num_workers": 0}), space, SweepConfig(storage_path=str(tmp_path)))
 
 
-def test_best_row_prefers_final_map():
-    rows = [{"trial_id": "a", "final_mAP": 0.4, "best_mAP": 0.6}, {"trial_id": "b", "final_mAP": 0.5, "best_mAP": 0.5},
-            {"trial_id": "c", "final_mAP": None, "best_mAP": None}]
-    assert best_row(rows)["trial_id"] == "b"
-    assert best_row([rows[2]]) is None
-
-
 def test_tune_rows_carry_the_last_map_between_evaluations():
-    from ray_reid.distributed.tune import tune_row
+    from ray_reid.tuning.results import tune_row
 
     last: dict[str, float] = {}
     rows = [tune_row(r, last) for r in ({"epoch": 0, "loss": 3.0}, {"epoch": 1, "mAP": 0.2, "rank1": 0.5},
@@ -123,21 +115,6 @@ def test_tune_rows_carry_the_last_map_between_evaluations():
     assert "mAP" not in rows[0] and rows[0]["epochs_done"] == 1 and rows[0]["mAP_evaluated"] is False
     assert rows[2]["mAP"] == 0.2 and rows[2]["rank1"] == 0.5 and rows[2]["mAP_evaluated"] is False
     assert rows[3]["mAP"] == 0.3 and rows[3]["mAP_evaluated"] is True and rows[3]["epochs_done"] == 4
-
-
-def test_finished_epochs_reads_the_latest_checkpoint_history(tmp_path):
-    from ray_reid.distributed.tune import finished_epochs
-
-    run = tmp_path / "train"
-    assert finished_epochs(str(run)) == []
-    for stamp, n in (("2026-01-01_10-00-00.000001", 1), ("2026-01-01_10-00-01.000001", 2)):
-        folder = run / f"checkpoint_{stamp}"
-        folder.mkdir(parents=True)
-        (folder / "history.json").write_text(json.dumps([{"epoch": e} for e in range(n)]))
-        (folder / "meta.json").write_text(json.dumps({"epoch": n - 1}))
-        (folder / "state.pt").write_bytes(b"weights")
-    (run / "checkpoint_2026-01-01_10-00-02.000001").mkdir()  # an upload cut short: no history in it
-    assert finished_epochs(str(run)) == [{"epoch": 0}, {"epoch": 1}]
 
 
 # ---------------------------------------------------------------------------------------------- real sweeps
