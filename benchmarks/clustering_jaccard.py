@@ -36,77 +36,12 @@ from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score
 
 from benchmarks._sphere_mixture import sphere_mixture
+from benchmarks.published_jaccard import published_from_rank, published_port, published_rank
 from ray_reid.clustering.jaccard import _within, compute_jaccard_distance
 from ray_reid.clustering.knn import knn_search
 
 N_IDS = 751
 DEFAULT_SIZES = (2000, 5000, 12936)
-
-
-# ----------------------------------------------------------------------------- the published port
-def published_rank(x: np.ndarray, k1: int = 30) -> tuple[np.ndarray, np.ndarray]:
-    """The dense N x N float32 squared distance and the first k1 columns of its full argsort."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    sq = np.einsum("ij,ij->i", x, x)
-    original_dist = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
-    initial_rank = np.argsort(original_dist, axis=1).astype(np.int32)[:, :k1]
-    return original_dist, initial_rank
-
-
-def published_port(x: np.ndarray, k1: int = 30, k2: int = 6) -> tuple[np.ndarray, np.ndarray, float]:
-    """Dense Jaccard distance [N, N] float32, the k1-column neighbour list it ranked with,
-    and the seconds the ranking (dense distance + argsort) took."""
-    t0 = time.perf_counter()
-    original_dist, initial_rank = published_rank(x, k1)
-    rank_secs = time.perf_counter() - t0
-    return published_from_rank(original_dist, initial_rank, k1, k2), initial_rank, rank_secs
-
-
-def published_from_rank(
-    original_dist: np.ndarray, initial_rank: np.ndarray, k1: int = 30, k2: int = 6
-) -> np.ndarray:
-    """Everything after the ranking, as published: Python loops over rows, dense V and Jaccard."""
-    n = original_dist.shape[0]
-
-    def k_reciprocal_neigh(i: int, k: int) -> np.ndarray:
-        forward = initial_rank[i, : k + 1]
-        backward = initial_rank[forward, : k + 1]
-        return forward[np.where(backward == i)[0]]
-
-    nn_k1 = [k_reciprocal_neigh(i, k1) for i in range(n)]
-    nn_k1_half = [k_reciprocal_neigh(i, int(np.around(k1 / 2))) for i in range(n)]
-
-    v = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        k_reciprocal = nn_k1[i]
-        expansion = k_reciprocal
-        for candidate in k_reciprocal:
-            cand = nn_k1_half[candidate]
-            if len(np.intersect1d(cand, k_reciprocal)) > 2 / 3 * len(cand):
-                expansion = np.append(expansion, cand)
-        expansion = np.unique(expansion)
-        weight = np.exp(-original_dist[i, expansion])
-        v[i, expansion] = weight / np.sum(weight)
-    del nn_k1, nn_k1_half
-
-    if k2 != 1:
-        v_qe = np.zeros_like(v)
-        for i in range(n):
-            v_qe[i, :] = np.mean(v[initial_rank[i, :k2], :], axis=0)
-        v = v_qe
-        del v_qe
-
-    inv_index = [np.where(v[:, j] != 0)[0] for j in range(n)]
-    jaccard = np.zeros((n, n), dtype=np.float32)
-    for i in range(n):
-        temp_min = np.zeros((1, n), dtype=np.float32)
-        nonzero = np.where(v[i, :] != 0)[0]
-        for j in nonzero:
-            rows = inv_index[j]
-            temp_min[0, rows] = temp_min[0, rows] + np.minimum(v[i, j], v[rows, j])
-        jaccard[i] = 1 - temp_min / (2 - temp_min)
-    jaccard[jaccard < 0] = 0.0
-    return jaccard
 
 
 # ----------------------------------------------------------------------------------- measurement

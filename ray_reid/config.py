@@ -178,6 +178,8 @@ class RunSection:
     clusterer_resource: bool = False  # the actor must wait for a node with {"clusterer": 1}, declared or not
     placement_timeout_s: float = 1800.0  # how long the driver waits for that node (an AWS GPU node boots in ~10 min)
     shared_storage: bool = False  # a local storage_path that every node mounts (NFS, EFS, one host)
+    # Ray Train's own console logging (ray.train); its system log file in the Ray session keeps every level
+    ray_log_level: str = "ERROR"
 
     def __post_init__(self) -> None:
         check(self.placement_timeout_s > 0, "run.placement_timeout_s", self.placement_timeout_s, "a number > 0")
@@ -187,6 +189,7 @@ class RunSection:
         check(self.cpus_per_worker > 0, "run.cpus_per_worker", self.cpus_per_worker, "a number > 0")
         check_positive(self, "run", "eval_every", "log_every")
         check(self.max_failures >= -1, "run.max_failures", self.max_failures, "an integer >= -1")
+        check_name("run.ray_log_level", self.ray_log_level, ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ray_reid import logs
 from ray_reid.config import TrainConfig, load_config
 
 #: The embedded default of `python jobs/train.py` (a checkout's jobs/configs/synthetic.yaml).
@@ -76,7 +77,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Iterable[s
 
 def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The dotted overrides the parsed flags ask for; ``--set`` comes last and wins."""
-    overrides: dict[str, Any] = {}
+    # -v also lets Ray Train's own INFO lines onto the console
+    overrides: dict[str, Any] = {"run.ray_log_level": "INFO"} if getattr(args, "verbose", False) else {}
     for flag, (key, _, _) in CONFIG_FLAGS.items():
         value = getattr(args, flag.replace("-", "_"), None)
         if value is not None:
@@ -111,8 +113,7 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
         raise SystemExit(f"error: {exc}") from None
 
 
-def setup_logging(verbose: bool = False) -> None:
-    """Our own lines on the console, one per event, with time and source."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
+def setup_logging(verbose: bool = False, command: str = "ray-reid") -> None:
+    """Our own lines on the console (libraries' chatter filtered, see ray_reid.logs); the whole log in a file."""
+    path = logs.setup_logging(verbose, logs.default_log_file(command))
+    logging.getLogger("ray_reid").info("full log: %s", path)

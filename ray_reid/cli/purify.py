@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg, student_cfg = recipe_configs(args)
     else:
         cfg = config_from_args(args, defaults={"model.views": "global+parts"})
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, "purify")
     from ray_reid import run
 
     result = run.purify(cfg, teacher_epochs=args.teacher_epochs, student_epochs=args.student_epochs,

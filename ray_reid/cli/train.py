@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.recipe and args.config:
         raise SystemExit("error: give --recipe or --config, not both")
     cfg = config_from_args(args)
-    setup_logging(args.verbose)
+    setup_logging(args.verbose, "train")
     from ray_reid import run
 
     run.train(cfg)

@@ -20,6 +20,7 @@ from ray_reid.config import config_from_dict
 from ray_reid.engine.checkpoint import download_checkpoint, newest_complete_checkpoint, remove_checkpoints
 from ray_reid.engine.loop import train_worker
 from ray_reid.engine.pseudo_labels import PseudoLabels
+from ray_reid.logs import quiet_console
 from ray_reid.storage import use_endpoint
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class RayTrainContext:
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """TorchTrainer's function: rebuild the typed config from plain dicts and run the shared loop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [rank %(process)d] %(name)s: %(message)s")
+    quiet_console()  # Ray Train configured this process's logging before calling us: filter its console
     cfg = config_from_dict(loop_config["config"])
     use_endpoint(cfg.run.s3_endpoint)
     threads = max(1, int(cfg.run.cpus_per_worker))
