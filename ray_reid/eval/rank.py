@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ray_reid.eval.topk import as_features
+from ray_reid.eval.topk import as_features, squared_distances
 
 log = logging.getLogger(__name__)
 
@@ -334,10 +334,5 @@ def compute_distmat(query_feats: Any, gallery_feats: Any, *, chunk_size: int = 4
     out = np.empty((q.shape[0], g.shape[0]), dtype=np.float32)
     for start in range(0, q.shape[0], chunk_size):
         qc = q[start : start + chunk_size]
-        block = out[start : start + len(qc)]
-        np.matmul(qc, g.T, out=block)
-        block *= -2.0
-        block += np.einsum("ij,ij->i", qc, qc)[:, None]
-        block += g_sq[None, :]
-        np.maximum(block, 0.0, out=block)
+        squared_distances(qc, g, g_sq, out=out[start : start + len(qc)])
     return out
