@@ -155,7 +155,8 @@ def test_grid_sweep_writes_table_best_config_and_pictures(ray_session, tiny_base
                                 "optim.distill_weight": {"type": "grid", "values": [0.0, 1.0]}})
     sweep = SweepConfig(name="grid", storage_path=str(tmp_path / "tune"), search="grid", scheduler="fifo",
                         max_concurrent_trials=2)
-    outcome = run_sweep(tiny_base(), space, sweep)
+    # a run option the trials must honour: they train through the same path as `train`
+    outcome = run_sweep(tiny_base(**{"run.save_embeddings": True}), space, sweep)
 
     assert len(outcome.rows) == 4
     assert sorted((r["cluster.lam"], r["optim.distill_weight"]) for r in outcome.rows) == [
@@ -163,8 +164,9 @@ def test_grid_sweep_writes_table_best_config_and_pictures(ray_session, tiny_base
     for row in outcome.rows:
         assert row["status"] == "TERMINATED" and row["epochs_run"] == 1 and row["stopped_early"] is False
         assert 0.0 <= row["final_mAP"] <= 1.0 and row["best_mAP"] == row["final_mAP"]
-        # the trial's TorchTrainer ran inside the trial's own folder
-        assert (tmp_path / "tune" / "grid").joinpath(row["path"].split("/")[-1], "train").is_dir()
+        # the trial's TorchTrainer ran inside the trial's own folder, and its actor wrote the embeddings there
+        train_run = (tmp_path / "tune" / "grid").joinpath(row["path"].split("/")[-1], "train")
+        assert (train_run / "embeddings" / "epoch_0000.parquet").is_file()
     with open(outcome.files["table"]) as fh:
         table = list(csv.DictReader(fh))
     assert {r["trial_id"] for r in table} == {r["trial_id"] for r in outcome.rows}
