@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ray_reid.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ray_reid.data.config import IMAGENET_MEAN, IMAGENET_STD
 from ray_reid.models import ModelConfig, build_model
 
 log = logging.getLogger(__name__)
