@@ -47,7 +47,7 @@ def _free_port() -> int:
 class S3Server:
     """``python -m moto.server`` on 127.0.0.1 at a free port."""
 
-    def __init__(self, *, startup_timeout: float = 30.0) -> None:
+    def __init__(self, *, startup_timeout: float = 120.0) -> None:
         self.port = _free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.startup_timeout = startup_timeout
