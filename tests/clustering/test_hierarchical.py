@@ -253,3 +253,37 @@ def test_distance_threshold_keeps_n_clusters_as_a_floor_and_needs_one_of_the_two
         HierarchicalSSE(None, lam=0.1).fit(x)
     with pytest.raises(ValueError, match="distance_threshold"):
         HierarchicalSSE(None, distance_threshold=-1.0, lam=0.1).fit(x)
+
+
+def test_relative_threshold_is_the_absolute_one_times_the_mean_pairwise_squared_distance():
+    from ray_reid.clustering.hierarchical import mean_sq_distance
+
+    rng = np.random.default_rng(7)
+    x = _unit(np.repeat(_unit(rng.standard_normal((5, 6))), 8, axis=0) + 0.2 * rng.standard_normal((40, 6)))
+    scale = ((x[:, None] - x[None]) ** 2).sum(-1).mean()  # brute force over all N² pairs
+    assert mean_sq_distance(x) == pytest.approx(scale, rel=1e-12)
+    for t in (0.1, 0.4):
+        rel = HierarchicalSSE(None, distance_threshold=t, relative_threshold=True, lam=0.0, regularizer="none",
+                              device="cpu").fit(x)
+        absolute = HierarchicalSSE(None, distance_threshold=t * scale, lam=0.0, regularizer="none",
+                                   device="cpu").fit(x)
+        np.testing.assert_array_equal(rel.labels_, absolute.labels_)
+        assert rel.distance_threshold_ == pytest.approx(t * scale)
+    # the same relative threshold on the features scaled by 10 (normalize=False) gives the same partition
+    big = HierarchicalSSE(None, distance_threshold=0.4, relative_threshold=True, lam=0.0, regularizer="none",
+                          normalize=False, device="cpu").fit(10 * x)
+    np.testing.assert_array_equal(big.labels_, rel.labels_)
+
+
+def test_clusters_under_min_cluster_size_become_outliers_and_the_rest_stay_compact():
+    x = np.vstack([np.tile([1.0, 0.0], (4, 1)), [[0.0, 1.0]], np.tile([-1.0, 0.0], (3, 1)), [[0.0, -1.0]]])
+    x = x + 1e-3 * np.random.default_rng(8).standard_normal(x.shape)
+    full = HierarchicalSSE(4, lam=0.0, regularizer="none", device="cpu").fit(x)
+    assert full.n_clusters_ == 4 and (full.labels_ >= 0).all()
+    pruned = HierarchicalSSE(4, lam=0.0, regularizer="none", min_cluster_size=2, device="cpu").fit(x)
+    np.testing.assert_array_equal(pruned.labels_, [0, 0, 0, 0, -1, 1, 1, 1, -1])
+    assert pruned.n_clusters_ == 2
+    everything = HierarchicalSSE(4, lam=0.0, regularizer="none", min_cluster_size=5, device="cpu").fit(x)
+    assert (everything.labels_ == -1).all() and everything.n_clusters_ == 0
+    with pytest.raises(ValueError, match="min_cluster_size must be an integer >= 1"):
+        HierarchicalSSE(4, lam=0.0, min_cluster_size=0).fit(x)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 
 import numpy as np
 import pytest
@@ -145,22 +146,10 @@ def release_killed_trials(ray_session):
     release()
 
 
-def test_grid_sweep_writes_table_best_config_and_pictures(ray_session, tiny_base, tmp_path):
-    from ray_reid.cli.flags import config_from_args
-    from ray_reid.cli.train import build_parser
-    from ray_reid.run import train
-    from ray_reid.distributed.tune import run_sweep
-
-    space = parse_search_space({"cluster.lam": {"type": "grid", "values": [0.1, 1.0]},
-                                "optim.distill_weight": {"type": "grid", "values": [0.0, 1.0]}})
-    sweep = SweepConfig(name="grid", storage_path=str(tmp_path / "tune"), search="grid", scheduler="fifo",
-                        max_concurrent_trials=2)
-    # a run option the trials must honour: they train through the same path as `train`
-    outcome = run_sweep(tiny_base(**{"run.save_embeddings": True}), space, sweep)
-
-    assert len(outcome.rows) == 4
-    assert sorted((r["cluster.lam"], r["optim.distill_weight"]) for r in outcome.rows) == [
-        (0.1, 0.0), (0.1, 1.0), (1.0, 0.0), (1.0, 1.0)]
+def _check_grid_outcome(outcome, grid, tmp_path, tiny_base):
+    """Every grid point ran one epoch through the training path; table, pictures and best config agree."""
+    keys = list(grid)
+    assert sorted(tuple(r[k] for k in keys) for r in outcome.rows) == sorted(itertools.product(*grid.values()))
     for row in outcome.rows:
         assert row["status"] == "TERMINATED" and row["epochs_run"] == 1 and row["stopped_early"] is False
         assert 0.0 <= row["final_mAP"] <= 1.0 and row["best_mAP"] == row["final_mAP"]
@@ -170,16 +159,52 @@ def test_grid_sweep_writes_table_best_config_and_pictures(ray_session, tiny_base
     with open(outcome.files["table"]) as fh:
         table = list(csv.DictReader(fh))
     assert {r["trial_id"] for r in table} == {r["trial_id"] for r in outcome.rows}
-    assert {"cluster.lam", "optim.distill_weight", "final_mAP", "best_rank1", "stopped_early"} <= set(table[0])
+    assert {*keys, "final_mAP", "best_rank1", "stopped_early"} <= set(table[0])
     for kind in ("scatter", "curves"):
         assert outcome.files[kind].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     best = load_config(outcome.files["best_config"])
     top = max(outcome.rows, key=lambda r: r["final_mAP"])
-    assert best.cluster.lam == pytest.approx(outcome.best["cluster.lam"])
     assert outcome.best["final_mAP"] == top["final_mAP"]
-    assert best.optim.distill_weight == pytest.approx(outcome.best["optim.distill_weight"])
+    for key in keys:
+        section, name = key.split(".")
+        assert getattr(getattr(best, section), name) == pytest.approx(outcome.best[key])
     assert best.run.name == "grid-best" and best.data.root == tiny_base().data.root
+    return best
+
+
+def test_grid_sweep_of_two_trials_writes_table_best_config_and_pictures(ray_session, tiny_base, tmp_path):
+    """The fast suite's sweep: two trials (one after the other on 2 CPUs), a run option honoured in each."""
+    from ray_reid.cli.flags import config_from_args
+    from ray_reid.cli.train import build_parser
+    from ray_reid.distributed.tune import run_sweep
+
+    grid = {"cluster.lam": [0.1, 1.0]}
+    space = parse_search_space({k: {"type": "grid", "values": v} for k, v in grid.items()})
+    sweep = SweepConfig(name="grid", storage_path=str(tmp_path / "tune"), search="grid", scheduler="fifo",
+                        max_concurrent_trials=2)
+    # a run option the trials must honour: they train through the same path as `train`
+    outcome = run_sweep(tiny_base(**{"run.save_embeddings": True}), space, sweep)
+    _check_grid_outcome(outcome, grid, tmp_path, tiny_base)
+    # the best config is a training config: jobs/train.py's parser accepts it as is
+    cfg = config_from_args(build_parser().parse_args(["--config", str(outcome.files["best_config"])]))
+    assert cfg.cluster.lam == pytest.approx(outcome.best["cluster.lam"])
+
+
+@pytest.mark.slow
+def test_grid_sweep_writes_table_best_config_and_pictures(ray_session, tiny_base, tmp_path):
+    """Two dimensions (four trials), and the best config retrained in-process by jobs/train.py's path."""
+    from ray_reid.cli.flags import config_from_args
+    from ray_reid.cli.train import build_parser
+    from ray_reid.distributed.tune import run_sweep
+    from ray_reid.run import train
+
+    grid = {"cluster.lam": [0.1, 1.0], "optim.distill_weight": [0.0, 1.0]}
+    space = parse_search_space({k: {"type": "grid", "values": v} for k, v in grid.items()})
+    sweep = SweepConfig(name="grid", storage_path=str(tmp_path / "tune"), search="grid", scheduler="fifo",
+                        max_concurrent_trials=2)
+    outcome = run_sweep(tiny_base(**{"run.save_embeddings": True}), space, sweep)
+    _check_grid_outcome(outcome, grid, tmp_path, tiny_base)
 
     # the best config is a training config: jobs/train.py accepts it as is and trains it in-process
     cfg = config_from_args(build_parser().parse_args([
