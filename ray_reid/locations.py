@@ -5,13 +5,12 @@ asks "where is this run", "what is its latest checkpoint" or "write these files 
 here, and every question goes through one pyarrow filesystem, so a local run and an S3 run
 take the same code path.
 
-*The latest checkpoint is the one Ray Train registered.* Ray Train's controller records each
-checkpoint it accepted in ``checkpoint_manager_snapshot.json`` in the run folder; a
-``checkpoint_*`` folder a killed worker wrote but the controller never registered (an
-orphan, see README "Known limits") is not in it and is never picked. A run trained in-process
-(``run.num_workers=0``) has no snapshot: it commits each checkpoint whole (rename locally,
-``state.pt``/``meta.json``/``history.json`` as whole objects on S3), so its newest complete
-``checkpoint_*`` folder is its latest.
+*The latest checkpoint is the newest complete one*: the highest epoch whose ``checkpoint_*``
+folder holds ``state.pt``, ``meta.json`` and ``history.json`` with ``state.pt`` matching the
+size and SHA-256 its meta recorded (:func:`ray_reid.engine.checkpoint.newest_complete_checkpoint`,
+the one rule that resume, evaluate, export and the teacher lookup all follow). A folder a crash
+left partial (an orphan half-written by a killed worker, an upload cut short) is never picked;
+a complete one Ray Train's controller had not registered yet is, as resume picks it.
 """
 
 from __future__ import annotations
@@ -27,7 +26,6 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-RAY_TRAIN_SNAPSHOT = "checkpoint_manager_snapshot.json"
 CHECKPOINT_PREFIX = "checkpoint_"
 #: A checkpoint folder is complete when all of these are there (see ray_reid.engine.checkpoint).
 CHECKPOINT_FILES = ("state.pt", "meta.json", "history.json")
@@ -112,48 +110,24 @@ def is_checkpoint(location: str) -> bool:
     return all(_exists(fs, f"{path}/{name}", "file") for name in CHECKPOINT_FILES)
 
 
-def _complete_checkpoints(run: str) -> list[str]:
-    from pyarrow import fs as pafs
-
-    fs, root = filesystem(run)
-    if not _exists(fs, root, "dir"):
-        return []
-    names = sorted(info.base_name for info in fs.get_file_info(pafs.FileSelector(root))
-                   if info.type == pafs.FileType.Directory and info.base_name.startswith(CHECKPOINT_PREFIX))
-    return [name for name in names if all(_exists(fs, f"{root}/{name}/{f}", "file") for f in CHECKPOINT_FILES)]
-
-
 def latest_checkpoint(run: str) -> str | None:
-    """The run's latest registered checkpoint (path or URI), or None when it has none yet.
+    """The run's newest complete checkpoint (path or URI), or None when it has none yet.
 
-    With Ray Train's snapshot in the folder, exactly the checkpoint it names; without one (an
-    in-process run), the newest complete ``checkpoint_*`` folder.
+    On S3 the candidates are checked in the node's cache, so a following :func:`local_checkpoint`
+    finds the chosen one there. Incomplete folders passed over are logged, not removed (that is
+    resume's job, :func:`ray_reid.engine.checkpoint.checkpoint_to_resume`).
     """
+    from ray_reid.engine.checkpoint import newest_complete_checkpoint
+
     run = absolute(run)
-    fs, root = filesystem(run)
-    snapshot = f"{root}/{RAY_TRAIN_SNAPSHOT}"
-    if _exists(fs, snapshot, "file"):
-        with fs.open_input_stream(snapshot) as fh:
-            try:
-                state = json.loads(fh.read().decode())
-                latest = state.get("latest_checkpoint_result")
-                name = latest["checkpoint_dir_name"] if latest else None
-            except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{join(run, RAY_TRAIN_SNAPSHOT)} is not a Ray Train checkpoint snapshot: {exc}"
-                                 ) from exc
-        if name is None:
-            return None
-        found = join(run, name)
-        if not is_checkpoint(found):
-            raise FileNotFoundError(f"Ray Train registered {found} as the latest checkpoint of {run}, but it is "
-                                    f"incomplete or gone (expected {', '.join(CHECKPOINT_FILES)})")
-        return found
-    complete = _complete_checkpoints(run)
-    return join(run, complete[-1]) if complete else None
+    chosen, rejected = newest_complete_checkpoint(run)
+    for name, why in rejected.items():
+        log.warning("skipping checkpoint %s: incomplete (%s)", join(run, name), why)
+    return join(run, chosen.name) if chosen is not None else None
 
 
 def checkpoint_of(run_or_checkpoint: str) -> str:
-    """A checkpoint folder given itself or its run folder (then its latest registered checkpoint)."""
+    """A checkpoint folder given itself or its run folder (then its newest complete checkpoint)."""
     location = absolute(run_or_checkpoint)
     if is_checkpoint(location):
         return location
@@ -168,7 +142,8 @@ def checkpoint_of(run_or_checkpoint: str) -> str:
 
 
 def local_checkpoint(run_or_checkpoint: str) -> Path:
-    """A local folder holding the checkpoint (a run means its latest): itself, or its copy in the node cache.
+    """A local folder holding the checkpoint (a run means its newest complete one): itself, or its copy in
+    the node cache.
 
     Only the one checkpoint is fetched from S3, not the whole run (embeddings, older checkpoints).
     """

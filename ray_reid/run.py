@@ -39,7 +39,7 @@ class RunResult:
     location: str  # the run folder: absolute path or s3:// URI
     summary: dict[str, Any]  # what summary.json holds
     history: list[dict[str, Any]] = field(repr=False)  # one row per epoch, as metrics.csv
-    checkpoint: str | None  # the latest registered checkpoint (path or URI)
+    checkpoint: str | None  # the newest complete checkpoint (path or URI)
     config: TrainConfig = field(repr=False)
 
 
@@ -91,7 +91,7 @@ def train(cfg: TrainConfig) -> RunResult:
 def evaluate(run_or_checkpoint: str | os.PathLike, *, out: str | os.PathLike | None = None,
              dataset: str | None = None, data_root: str | None = None, max_tsne_points: int = 2000,
              s3_endpoint: str | None = None, rerank: Any = None) -> dict[str, Any]:
-    """Evaluate a checkpoint (a run folder means its latest registered one), local or on S3.
+    """Evaluate a checkpoint (a run folder means its newest complete one), local or on S3.
 
     ``rerank`` (a :class:`~ray_reid.eval.rerank.RerankConfig`) adds k-reciprocal re-ranked figures.
 

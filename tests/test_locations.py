@@ -1,4 +1,4 @@
-"""Run locations: one code path for local folders and S3; the latest checkpoint is the registered one."""
+"""Run locations: one code path for local folders and S3; the latest checkpoint is the newest complete one."""
 
 from __future__ import annotations
 
@@ -6,23 +6,21 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from ray_reid import locations
 
 
 def make_checkpoint(folder: Path, epoch: int, *, complete: bool = True) -> Path:
-    folder.mkdir(parents=True)
-    (folder / "meta.json").write_text(json.dumps({"epoch": epoch}))
-    (folder / "history.json").write_text(json.dumps([{"epoch": e} for e in range(epoch + 1)]))
-    if complete:
-        (folder / "state.pt").write_bytes(b"weights")
+    """A real checkpoint folder (state.pt with its SHA-256 in meta.json); ``complete=False`` cuts state.pt short."""
+    from ray_reid.engine.checkpoint import save_checkpoint
+
+    save_checkpoint(folder, {"epoch": epoch, "w": torch.full((256,), float(epoch))}, {"epoch": epoch},
+                    [{"epoch": e} for e in range(epoch + 1)])
+    if not complete:
+        state = folder / "state.pt"
+        state.write_bytes(state.read_bytes()[:100])  # a copy or upload cut short
     return folder
-
-
-def ray_snapshot(run: Path, latest: str | None) -> None:
-    """The part of Ray Train's checkpoint_manager_snapshot.json that names the registered latest checkpoint."""
-    result = {"version": 0, "checkpoint_dir_name": latest, "metrics": {}} if latest else None
-    (run / locations.RAY_TRAIN_SNAPSHOT).write_text(json.dumps({"latest_checkpoint_result": result}))
 
 
 def test_run_dir_is_absolute_locally_and_kept_for_s3(tmp_path, monkeypatch):
@@ -37,39 +35,54 @@ def test_run_dir_is_absolute_locally_and_kept_for_s3(tmp_path, monkeypatch):
         locations.absolute("gs://b")
 
 
-def test_latest_is_the_checkpoint_ray_train_registered_never_the_orphan(tmp_path):
+def test_latest_is_the_newest_complete_checkpoint_whatever_the_names_or_registration(tmp_path):
     run = tmp_path / "run"
+    assert locations.latest_checkpoint(str(run)) is None and locations.read_history(str(run)) == []
     make_checkpoint(run / "checkpoint_2026-01-01_10-00-00.000001", 0)
     make_checkpoint(run / "checkpoint_2026-01-01_10-00-05.000001", 1)
-    # written by a worker killed before the controller registered it: newest by name, complete, not registered
-    make_checkpoint(run / "checkpoint_2026-01-01_10-00-09.000001", 2)
-    ray_snapshot(run, "checkpoint_2026-01-01_10-00-05.000001")
+    # newer epoch, newest name, but cut short (a killed worker's half-written orphan): skipped
+    make_checkpoint(run / "checkpoint_2026-01-01_10-00-09.000001", 2, complete=False)
+    # a newer name holding an older epoch (a resumed group's first checkpoint): the epoch decides
+    make_checkpoint(run / "checkpoint_2026-01-01_10-00-12.000001", 0)
     assert locations.latest_checkpoint(str(run)) == str(run / "checkpoint_2026-01-01_10-00-05.000001")
     assert locations.checkpoint_of(str(run)) == str(run / "checkpoint_2026-01-01_10-00-05.000001")
     assert [r["epoch"] for r in locations.read_history(str(run))] == [0, 1]
-    ray_snapshot(run, None)
-    assert locations.latest_checkpoint(str(run)) is None and locations.read_history(str(run)) == []
+    assert (run / "checkpoint_2026-01-01_10-00-09.000001").is_dir()  # a lookup never deletes
+    # a complete newer one, registered or not, counts (as resume uses it)
+    make_checkpoint(run / "checkpoint_2026-01-01_10-00-20.000001", 3)
+    assert locations.latest_checkpoint(str(run)) == str(run / "checkpoint_2026-01-01_10-00-20.000001")
 
 
-def test_registered_checkpoint_that_is_gone_is_an_error_naming_it(tmp_path):
+def test_explicit_checkpoint_folders_and_missing_runs(tmp_path):
     run = tmp_path / "run"
-    make_checkpoint(run / "checkpoint_a", 0)
-    ray_snapshot(run, "checkpoint_b")
-    with pytest.raises(FileNotFoundError, match="registered .*checkpoint_b as the latest"):
-        locations.latest_checkpoint(str(run))
-
-
-def test_without_a_snapshot_the_newest_complete_checkpoint_counts(tmp_path):
-    run = tmp_path / "run"
-    assert locations.latest_checkpoint(str(run)) is None
     make_checkpoint(run / "checkpoint_000000", 0)
-    make_checkpoint(run / "checkpoint_000001", 1, complete=False)  # an upload cut short: no state.pt
+    (run / "checkpoint_000001").mkdir()  # started, nothing written yet
+    (run / "checkpoint_000001" / "meta.json").write_text("{}")
     assert locations.latest_checkpoint(str(run)) == str(run / "checkpoint_000000")
     assert locations.checkpoint_of(str(run / "checkpoint_000000")) == str(run / "checkpoint_000000")
     with pytest.raises(FileNotFoundError, match="neither a checkpoint"):
         locations.checkpoint_of(str(run / "checkpoint_000001"))
     with pytest.raises(FileNotFoundError, match="no run or checkpoint at"):
         locations.checkpoint_of(str(tmp_path / "nowhere"))
+
+
+def test_every_consumer_follows_the_one_rule(tmp_path):
+    """Evaluate/export (local_checkpoint), the teacher lookup and resume pick the same folder."""
+    from ray_reid.engine.checkpoint import checkpoint_to_resume
+    from ray_reid.engine.teacher import teacher_checkpoint
+    from ray_reid.inference.model import resolve_checkpoint
+
+    run = tmp_path / "run"
+    make_checkpoint(run / "checkpoint_000000", 0)
+    make_checkpoint(run / "checkpoint_000001", 1)
+    make_checkpoint(run / "checkpoint_000002", 2, complete=False)
+    want = run / "checkpoint_000001"
+    assert locations.local_checkpoint(str(run)) == want
+    assert resolve_checkpoint(run) == want
+    assert teacher_checkpoint(str(run)) == want
+    chosen = checkpoint_to_resume(str(run))
+    assert chosen.local_path == want and chosen.epoch == 1
+    assert not (run / "checkpoint_000002").exists()  # resume removes the partial leftover
 
 
 def test_s3_runs_take_the_same_path_and_only_the_latest_checkpoint_is_fetched(s3, tmp_path, monkeypatch):
@@ -79,18 +92,19 @@ def test_s3_runs_take_the_same_path_and_only_the_latest_checkpoint_is_fetched(s3
     run = tmp_path / "run"
     make_checkpoint(run / "checkpoint_x0", 0)
     make_checkpoint(run / "checkpoint_x1", 1)
-    make_checkpoint(run / "checkpoint_x2", 2)  # the orphan
+    make_checkpoint(run / "checkpoint_x2", 2, complete=False)  # an upload cut short
     (run / "embeddings").mkdir()
     (run / "embeddings" / "epoch_0000.parquet").write_bytes(b"big")
-    ray_snapshot(run, "checkpoint_x1")
     uri = f"s3://{s3.bucket}/runs/r"
     upload_dir(run, uri)
     assert locations.latest_checkpoint(uri) == f"{uri}/checkpoint_x1"
     assert [r["epoch"] for r in locations.read_history(uri)] == [0, 1]
     local = locations.local_checkpoint(uri)
-    assert local.name == "checkpoint_x1" and (local / "state.pt").read_bytes() == b"weights"
+    assert local.name == "checkpoint_x1" and (local / "state.pt").read_bytes() == (run / "checkpoint_x1" /
+                                                                                  "state.pt").read_bytes()
     fetched = {p.relative_to(tmp_path / "cache").as_posix() for p in (tmp_path / "cache").rglob("*")
                if p.is_file() and not p.name.startswith(".")}
+    # the rejected partial copy is gone from the cache; older checkpoints and embeddings were never fetched
     assert fetched == {f"s3/{s3.bucket}/runs/r/checkpoint_x1/{n}" for n in locations.CHECKPOINT_FILES}
 
 

@@ -1,6 +1,6 @@
 """Evaluate a checkpoint: `python jobs/evaluate.py RUN_OR_CHECKPOINT [--dataset D --data-root R] [--out DIR]`.
 
-RUN_OR_CHECKPOINT is a run folder (its latest registered checkpoint is used) or one
+RUN_OR_CHECKPOINT is a run folder (its newest complete checkpoint is used) or one
 `checkpoint_*` folder, local or `s3://bucket/prefix`. Writes metrics.json (mAP, rank-1/5/10,
 clustering scores of the checkpoint's pseudo-labels), rank_list.png (queries with their top-10
 gallery images, right/wrong marked) and embedding.png (t-SNE of training features coloured by

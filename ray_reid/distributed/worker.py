@@ -17,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from ray_reid.config import config_from_dict
-from ray_reid.engine.checkpoint import download_checkpoint, newest_complete_checkpoint, remove_checkpoints
+from ray_reid.engine.checkpoint import checkpoint_to_resume, download_checkpoint
 from ray_reid.engine.loop import train_worker
 from ray_reid.engine.pseudo_labels import PseudoLabels
 from ray_reid.logs import quiet_console
@@ -59,18 +59,14 @@ class RayTrainContext:
 
         Not simply ``ray.train.get_checkpoint()``: that is the newest one the controller
         registered, and a group killed within a controller poll of its last reports leaves
-        finished checkpoints it never saw (see :func:`newest_complete_checkpoint`). Rank 0
+        finished checkpoints it never saw (see :func:`~ray_reid.engine.checkpoint.newest_complete_checkpoint`). Rank 0
         chooses, removes the incomplete leftovers, and tells the other ranks which folder.
         """
         registered = ray.train.get_checkpoint()
         with tempfile.TemporaryDirectory(prefix="ray_reid_resume_") as workdir:
             chosen = None
             if self.rank == 0:
-                chosen, rejected = newest_complete_checkpoint(self.run_uri, workdir, endpoint_url=self.s3_endpoint)
-                for name, why in rejected.items():
-                    log.warning("checkpoint %s/%s is incomplete (%s): removed", self.run_uri, name, why)
-                if rejected:
-                    remove_checkpoints(self.run_uri, sorted(rejected), endpoint_url=self.s3_endpoint)
+                chosen = checkpoint_to_resume(self.run_uri, workdir, endpoint_url=self.s3_endpoint)
                 if chosen is not None:
                     known = Path(registered.path).name if registered is not None else None
                     log.info("resuming from %s/%s, the newest complete checkpoint (epoch %d)%s", self.run_uri,

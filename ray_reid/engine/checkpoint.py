@@ -156,25 +156,29 @@ def epoch_of(run_uri: str, name: str, endpoint_url: str | None) -> int:
         return -1
 
 
-def newest_complete_checkpoint(run_uri: str, workdir: str | os.PathLike, *,
+def newest_complete_checkpoint(run_uri: str, workdir: str | os.PathLike | None = None, *,
                                endpoint_url: str | None = None) -> tuple[StoredCheckpoint | None, dict[str, str]]:
     """The checkpoint of the highest epoch in ``run_uri`` that is complete, and why others were passed over.
 
-    This is what a restart resumes from, whether or not Ray Train's controller registered it
-    before the crash: a worker group killed within a poll of its last report leaves finished
-    checkpoints the controller never saw, and resuming from the registered one would train
-    those epochs again. Local folders are used in place; S3 folders are copied into
-    ``workdir`` (only the candidates tried, newest first). Returns ``(None, rejected)`` when
-    the run has no complete checkpoint.
+    *The* rule for "the latest checkpoint of a run", used by resume, evaluate, export and the
+    teacher lookup alike (:func:`ray_reid.locations.latest_checkpoint`): the highest epoch whose
+    folder passes :func:`check_complete` (meta, history and ``state.pt`` matching the SHA-256 in
+    its meta), whether or not Ray Train's controller registered it. A partial folder (a copy or
+    upload cut short, an orphan a killed worker left half-written) is never chosen; a complete
+    one the controller never saw is, since a worker group killed within a poll of its last
+    report leaves finished checkpoints, and resuming before them would train those epochs again.
+
+    Local folders are checked in place. S3 folders are copied, newest first and only as far as
+    needed, into ``workdir`` when given (a resume's scratch folder), else into the node's S3
+    cache, where :func:`ray_reid.locations.local_checkpoint` then finds the chosen one; a rejected
+    copy is removed. Returns ``(None, rejected)`` when the run has no complete checkpoint.
     """
     local = "://" not in run_uri
     names = checkpoint_names(run_uri, endpoint_url=endpoint_url)
     order = sorted(names, key=lambda n: (epoch_of(run_uri, n, endpoint_url), n), reverse=True)
     rejected: dict[str, str] = {}
     for name in order:
-        if not local:
-            shutil.rmtree(Path(workdir) / name, ignore_errors=True)
-        folder = download_checkpoint(run_uri, name, Path(workdir) / name, endpoint_url)
+        folder = _local_copy(run_uri, name, workdir, endpoint_url)
         epoch, why = check_complete(folder)
         if why is None:
             return StoredCheckpoint(name=name, epoch=epoch, local_path=folder), rejected
@@ -182,6 +186,29 @@ def newest_complete_checkpoint(run_uri: str, workdir: str | os.PathLike, *,
         if not local:
             shutil.rmtree(folder, ignore_errors=True)
     return None, rejected
+
+
+def _local_copy(run_uri: str, name: str, workdir: str | os.PathLike | None, endpoint_url: str | None) -> Path:
+    if "://" not in run_uri:
+        return Path(run_uri) / name
+    if workdir is None:
+        from ray_reid.data.resolve import cache_dir
+        from ray_reid.storage import fetch_prefix
+
+        return fetch_prefix(f"{run_uri.rstrip('/')}/{name}", cache_dir() / "s3", endpoint_url=endpoint_url)
+    shutil.rmtree(Path(workdir) / name, ignore_errors=True)
+    return download_checkpoint(run_uri, name, Path(workdir) / name, endpoint_url)
+
+
+def checkpoint_to_resume(run_uri: str, workdir: str | os.PathLike | None = None, *,
+                         endpoint_url: str | None = None) -> StoredCheckpoint | None:
+    """:func:`newest_complete_checkpoint`, with the incomplete folders it passed over removed from storage."""
+    chosen, rejected = newest_complete_checkpoint(run_uri, workdir, endpoint_url=endpoint_url)
+    for name, why in rejected.items():
+        log.warning("checkpoint %s/%s is incomplete (%s): removed", run_uri, name, why)
+    if rejected:
+        remove_checkpoints(run_uri, sorted(rejected), endpoint_url=endpoint_url)
+    return chosen
 
 
 def download_checkpoint(run_uri: str, name: str, dest: Path, endpoint_url: str | None = None) -> Path:

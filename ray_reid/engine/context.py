@@ -63,8 +63,11 @@ class LocalContext:
 
     @contextmanager
     def latest_checkpoint(self) -> Iterator[Path | None]:
-        found = locations.latest_checkpoint(self.run_dir)
-        yield locations.local_checkpoint(found) if found else None
+        """The newest complete checkpoint, as every resume finds it; partial leftovers are removed."""
+        from ray_reid.engine.checkpoint import checkpoint_to_resume
+
+        chosen = checkpoint_to_resume(self.run_dir)
+        yield chosen.local_path if chosen is not None else None
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: Path | None) -> None:
         """Commit the checkpoint whole: a rename locally, whole objects on S3 (see ray_reid.locations)."""

@@ -68,9 +68,9 @@ def export_backbone(run_dir: str | Path, out_path: str | Path) -> Path:
     """
     from ray_reid.atomic import atomic_write
     from ray_reid.engine.checkpoint import load_checkpoint
-    from ray_reid.engine.teacher import resolve_checkpoint_dir
+    from ray_reid.locations import local_checkpoint
 
-    state = load_checkpoint(resolve_checkpoint_dir(str(run_dir)))["state"]["model"]
+    state = load_checkpoint(local_checkpoint(str(run_dir)))["state"]["model"]
     trunk = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     if not trunk:
         raise ValueError(f"checkpoint of {run_dir} holds no backbone.* weights")

@@ -24,7 +24,7 @@ class TeacherMismatchError(ValueError):
 
 
 def teacher_checkpoint(path_or_uri: str) -> Path:
-    """Local folder of the teacher's checkpoint; a run folder (local or S3) means its latest registered one."""
+    """Local folder of the teacher's checkpoint; a run folder (local or S3) means its newest complete one."""
     try:
         return locations.local_checkpoint(path_or_uri)
     except FileNotFoundError as exc:

@@ -53,7 +53,7 @@ class InferenceSpec:
 
 
 def resolve_checkpoint(run_or_checkpoint: str | os.PathLike) -> Path:
-    """A local checkpoint folder for a run folder (its registered latest), a checkpoint folder, or ``s3://`` either."""
+    """A local checkpoint folder for a run folder (its newest complete checkpoint), a checkpoint folder, or ``s3://`` either."""
     from ray_reid.locations import local_checkpoint
 
     return local_checkpoint(os.fspath(run_or_checkpoint))
