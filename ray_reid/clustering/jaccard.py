@@ -240,18 +240,23 @@ def _upper_jaccard(v: sp.csr_matrix, *, progress: bool) -> tuple[np.ndarray, ...
         key += np.repeat((entry_row[lo:hi] - a) * width - a, blens)
         mins = np.minimum(np.repeat(v.data[lo:hi], blens), inv_vals[pos])
         sums = np.bincount(key, weights=mins, minlength=(b - a) * width).reshape(b - a, width)
-        r, c = np.nonzero(sums)
-        m = sums[r, c]
-        dist = (1.0 - m / (2.0 - m)).astype(np.float32)
-        np.maximum(dist, 0.0, out=dist)
-        keep = dist < 1.0  # float32 rounding can bring a tiny overlap to exactly 1
-        r, c, dist = r[keep], c[keep], dist[keep]
+        r, c, dist = _overlap_to_distance(sums)
         out_dist.append(dist)
         out_cols.append((c + a).astype(np.int32))
         indptr[a + 1 : b + 1] = indptr[a] + np.cumsum(np.bincount(r, minlength=b - a))
     cols = np.concatenate(out_cols) if out_cols else np.zeros(0, np.int32)
     dist_all = np.concatenate(out_dist) if out_dist else np.zeros(0, np.float32)
     return indptr, cols, dist_all
+
+
+def _overlap_to_distance(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(rows, cols, d_J)`` of a block of summed minima ``m``: d_J = 1 − m / (2 − m), only where d_J < 1."""
+    r, c = np.nonzero(sums)
+    m = sums[r, c]
+    dist = (1.0 - m / (2.0 - m)).astype(np.float32)
+    np.maximum(dist, 0.0, out=dist)
+    keep = dist < 1.0  # float32 rounding can bring a tiny overlap to exactly 1
+    return r[keep], c[keep], dist[keep]
 
 
 def _jaccard_between(a: sp.csr_matrix, b: sp.csr_matrix, *, progress: bool = False) -> sp.csr_matrix:
@@ -286,12 +291,7 @@ def _jaccard_between(a: sp.csr_matrix, b: sp.csr_matrix, *, progress: bool = Fal
         key += np.repeat((entry_row[lo:hi] - a0) * c, blens)
         mins = np.minimum(np.repeat(a.data[lo:hi], blens), inv_vals[pos])
         sums = np.bincount(key, weights=mins, minlength=(b0 - a0) * c).reshape(b0 - a0, c)
-        rr, cc = np.nonzero(sums)
-        m = sums[rr, cc]
-        dist = (1.0 - m / (2.0 - m)).astype(np.float32)
-        np.maximum(dist, 0.0, out=dist)
-        keep = dist < 1.0
-        rr, cc, dist = rr[keep], cc[keep], dist[keep]
+        rr, cc, dist = _overlap_to_distance(sums)
         out_dist.append(dist)
         out_cols.append(cc.astype(np.int32))
         indptr[a0 + 1 : b0 + 1] = indptr[a0] + np.cumsum(np.bincount(rr, minlength=b0 - a0))

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ray_reid.eval.topk import as_features, squared_distances
+from ray_reid.eval.topk import FeatureDistances
 
 log = logging.getLogger(__name__)
 
@@ -322,17 +322,11 @@ def compute_distmat(query_feats: Any, gallery_feats: Any, *, chunk_size: int = 4
     features this is ``2 − 2·cos``, the protocol's distance; normalise before calling for
     that (``reid_metrics`` does).
     """
-    q = as_features("query_feats", query_feats)
-    g = as_features("gallery_feats", gallery_feats)
-    if q.shape[1] != g.shape[1]:
-        raise ValueError(
-            f"query_feats has dimension {q.shape[1]} but gallery_feats has {g.shape[1]}; they must match"
-        )
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    g_sq = np.einsum("ij,ij->i", g, g)
-    out = np.empty((q.shape[0], g.shape[0]), dtype=np.float32)
-    for start in range(0, q.shape[0], chunk_size):
-        qc = q[start : start + chunk_size]
-        squared_distances(qc, g, g_sq, out=out[start : start + len(qc)])
+    distances = FeatureDistances(query_feats, gallery_feats)  # checks both (finite, 2-D, same dimension)
+    out = np.empty(distances.shape, dtype=np.float32)
+    for start in range(0, distances.shape[0], chunk_size):
+        stop = min(start + chunk_size, distances.shape[0])
+        distances.block(start, stop, out=out[start:stop])
     return out

@@ -86,8 +86,9 @@ class FeatureDistances:
     def shape(self) -> tuple[int, int]:
         return self.query.shape[0], self.gallery.shape[0]
 
-    def block(self, start: int, stop: int) -> np.ndarray:
-        return squared_distances(self.query[start:stop], self.gallery, self._g_sq)
+    def block(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows ``start:stop`` of the distance matrix, written into ``out`` when given."""
+        return squared_distances(self.query[start:stop], self.gallery, self._g_sq, out=out)
 
 
 def rows_per_block(num_gallery: int, bytes_per_cell: int = 4, budget: int = DEFAULT_BLOCK_BYTES) -> int:
