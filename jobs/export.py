@@ -1,41 +1,8 @@
-"""Export a trained run's inference graph: `python jobs/export.py RUN_OR_CHECKPOINT --format onnx|torchscript [--out DIR]`.
+"""`python jobs/export.py --help`: the export command of ray_reid.cli, for checkouts and `ray job submit`."""
 
-The graph takes RGB pixels in [0, 1] (NCHW, the run's input size, any batch size) and returns
-the L2-normalised global embedding; it is checked against the PyTorch model on a batch and
-written only if the largest absolute difference is within 1e-4 (printed). RUN and --out may be
-local paths or s3:// URIs.
-"""
-
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
 
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", help="run folder, checkpoint folder, or s3:// prefix of either")
-    parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
-    parser.add_argument("--out", default=None, help="folder, file (model.onnx / model.pt) or s3:// prefix "
-                                                     "(default: <run>/export)")
-    parser.add_argument("--check-batch", type=int, default=5, help="images in the PyTorch comparison batch")
-    parser.add_argument("--s3-endpoint", default=None, help="custom S3 endpoint (MinIO, Ceph, ...)")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-    from ray_reid.inference.export import export_model
-
-    out = args.out or f"{args.run.rstrip('/')}/export"
-    try:
-        result = export_model(args.run, out, args.format, check_batch=args.check_batch,
-                              endpoint_url=args.s3_endpoint)
-    except (FileNotFoundError, ValueError, RuntimeError, ImportError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    print(f"{result.format} written to {result.path}; max abs diff vs PyTorch on a batch of "
-          f"{result.check_batch}: {result.max_abs_diff:.2e}")
-    return 0
-
+from ray_reid.cli.export import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,4 +1,4 @@
-"""Command lines: `ray-reid train|evaluate|purify|tune ...`, and the same parsers behind `jobs/*.py`.
+"""Command lines: `ray-reid train|evaluate|purify|tune|export ...`, and the same parsers behind `jobs/*.py`.
 
 Each command is a parser around one function of :mod:`ray_reid.run`; the config flags they
 share live in :mod:`ray_reid.cli.flags`. Commands are imported on use, so `ray-reid train`
@@ -16,6 +16,7 @@ COMMANDS = {
     "evaluate": "metrics, rank list and t-SNE of a run or checkpoint",
     "purify": "Learning to Purification: teacher, then a student distilling from it",
     "tune": "Ray Tune sweep; every trial a whole training",
+    "export": "a trained run's inference graph as ONNX or TorchScript, checked against PyTorch",
 }
 
 

@@ -52,6 +52,6 @@ def test_console_script_dispatches_and_lists_commands(no_ray, capsys):
     assert ray_reid_main(["--help"]) == 0
     assert "train" in capsys.readouterr().out
     assert ray_reid_main(["nope"]) == 2
-    assert "valid commands: train, evaluate, purify, tune" in capsys.readouterr().err
+    assert "valid commands: train, evaluate, purify, tune, export" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="cluster.method='kmeans'"):
         ray_reid_main(["train", "--clusterer", "kmeans"])
