@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ray_reid.data.resolve import load_configured_dataset
-from ray_reid.data.transforms import TransformConfig, test_transform
+from ray_reid.data.config import DataConfig
+from ray_reid.data.transforms import test_transform
 from ray_reid.engine.neck_init import init_neck_statistics, untrained_necks
 from ray_reid.models import ModelConfig, ReidNet
 
@@ -12,7 +13,7 @@ from ray_reid.models import ModelConfig, ReidNet
 @pytest.fixture(scope="module")
 def data(tiny_synthetic_root):
     ds = load_configured_dataset("synthetic", str(tiny_synthetic_root))
-    tf = test_transform(TransformConfig(height=32, width=16))
+    tf = test_transform(DataConfig(height=32, width=16))
     images = torch.stack([tf(__import__("PIL.Image").Image.open(r.path).convert("RGB")) for r in ds.train])
     return ds, tf, images
 
