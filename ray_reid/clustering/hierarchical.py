@@ -97,6 +97,12 @@ class HierarchicalSSE:
         Jaccard distance does.
     min_cluster_size:
         Clusters smaller than this become outliers (label -1), as DBSCAN's noise points do.
+    min_agreement, agreement_neighbors:
+        A member whose ``agreement_neighbors`` nearest other samples hold fewer than this fraction
+        of its own cluster becomes an outlier (0 keeps everyone; see
+        :mod:`ray_reid.clustering.outliers`). A hierarchy assigns every sample somewhere, so
+        without it each wrong merge is a confident wrong positive; applied before
+        ``min_cluster_size``.
 
     Attributes
     ----------
@@ -141,6 +147,8 @@ class HierarchicalSSE:
         view_weights: tuple[float, ...] = PURIFICATION_WEIGHTS,
         relative_threshold: bool = False,
         min_cluster_size: int = 1,
+        min_agreement: float = 0.0,
+        agreement_neighbors: int = 4,
     ) -> None:
         self.n_clusters = n_clusters
         self.distance_threshold = distance_threshold
@@ -156,6 +164,8 @@ class HierarchicalSSE:
         self.view_weights = view_weights
         self.relative_threshold = relative_threshold
         self.min_cluster_size = min_cluster_size
+        self.min_agreement = min_agreement
+        self.agreement_neighbors = agreement_neighbors
 
     @property
     def _graph(self) -> bool:
@@ -190,6 +200,12 @@ class HierarchicalSSE:
         if (isinstance(self.min_cluster_size, bool) or not isinstance(self.min_cluster_size, numbers.Integral)
                 or self.min_cluster_size < 1):
             raise ValueError(f"min_cluster_size must be an integer >= 1, got {self.min_cluster_size!r}")
+        if (isinstance(self.min_agreement, bool) or not isinstance(self.min_agreement, numbers.Real)
+                or not 0 <= self.min_agreement <= 1):
+            raise ValueError(f"min_agreement must be a number in [0, 1], got {self.min_agreement!r}")
+        if (isinstance(self.agreement_neighbors, bool) or not isinstance(self.agreement_neighbors, numbers.Integral)
+                or self.agreement_neighbors < 1):
+            raise ValueError(f"agreement_neighbors must be an integer >= 1, got {self.agreement_neighbors!r}")
         if isinstance(self.connectivity, str) and self.connectivity not in CONNECTIVITIES:
             raise ValueError(
                 f"connectivity must be one of {CONNECTIVITIES} or an N×N adjacency matrix, got {self.connectivity!r}"
@@ -272,7 +288,17 @@ class HierarchicalSSE:
                 dtype=dtype,
                 max_cost=max_cost,
             )
-        self.labels_ = _without_small_clusters(result.labels, int(self.min_cluster_size))
+        labels = result.labels
+        if self.min_agreement > 0:
+            from ray_reid.clustering.outliers import drop_uncertain
+
+            kept = int((labels >= 0).sum())
+            labels = drop_uncertain(X, labels, n_neighbors=int(self.agreement_neighbors),
+                                    min_agreement=float(self.min_agreement), device=self.device)
+            log.info("%d of %d members left out (fewer than %.0f%% of their %d nearest neighbours in their "
+                     "cluster)", kept - int((labels >= 0).sum()), kept, 100 * self.min_agreement,
+                     self.agreement_neighbors)
+        self.labels_ = _without_small_clusters(labels, int(self.min_cluster_size))
         self.n_clusters_ = int(self.labels_.max()) + 1
         self.merges_ = result.merges
         self.merge_costs_ = result.costs
@@ -363,11 +389,13 @@ def mean_sq_distance(x: Any, *, unit: bool = False) -> float:
 
 
 def _without_small_clusters(labels: np.ndarray, min_size: int) -> np.ndarray:
-    """Clusters under ``min_size`` members become -1; the rest renumbered 0..C-1 in their order."""
-    if min_size <= 1:
+    """Clusters under ``min_size`` members become -1 (as outliers stay); the rest renumbered 0..C-1 in order."""
+    kept = labels >= 0
+    if min_size > 1:
+        kept &= np.bincount(labels[kept], minlength=1)[np.maximum(labels, 0)] >= min_size
+    elif kept.all():
         return labels
-    small = np.bincount(labels)[labels] < min_size
     out = np.full(labels.shape, -1, dtype=np.int64)
-    if not small.all():
-        _, out[~small] = np.unique(labels[~small], return_inverse=True)
+    if kept.any():
+        _, out[kept] = np.unique(labels[kept], return_inverse=True)
     return out

@@ -65,13 +65,15 @@ def make_clusterer(cfg: Any, *, n_samples: int, epoch: int = 0) -> Any:
     return builder(cfg, n_samples=n_samples, epoch=epoch)
 
 
-@register_clusterer("hc_sse", knobs=("min_cluster_size", "schedule", "distance_threshold", "merge_percent"))
+@register_clusterer("hc_sse", knobs=("min_cluster_size", "min_agreement", "schedule", "distance_threshold",
+                                              "merge_percent"))
 def _hierarchical_sse(cfg: Any, *, n_samples: int, epoch: int) -> Any:
     from ray_reid.clustering.hierarchical import HierarchicalSSE
     from ray_reid.clustering.schedule import scheduled_target
 
     common = dict(lam=cfg.lam, linkage=cfg.linkage, regularizer=cfg.regularizer, normalize=cfg.sphere,
                   device=cfg.device, view_weights=cfg.view_weights, min_cluster_size=cfg.min_cluster_size,
+                  min_agreement=cfg.min_agreement, agreement_neighbors=cfg.agreement_neighbors,
                   connectivity=hierarchy_connectivity(n_samples, cfg), n_neighbors=cfg.n_neighbors,
                   knn_index=cfg.knn_index)
     if cfg.schedule == "threshold":

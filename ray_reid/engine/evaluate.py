@@ -7,6 +7,7 @@ clustering scores of the pseudo-labels it was trained on, a rank list and a t-SN
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
