@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray_reid.data.sampler import PseudoIdentitySampler
     from ray_reid.data.transforms import test_transform, train_transform
     from ray_reid.engine.extract import extract_features
-    from ray_reid.engine.loop import model_config, seed_everything, transform_config
+    from ray_reid.engine.loop import seed_everything
     from ray_reid.engine.neck_init import init_neck_statistics
     from ray_reid.engine.pseudo_labels import _relabel_compact
     from ray_reid.engine.train_epoch import train_one_epoch
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_dict(base_config(args.domain, epochs=1, iters=args.iters, seed=0,
                                        storage=Path("runs/first_epoch_probe"), name="probe"))
     ds = load_configured_dataset(cfg.data.dataset, cfg.data.root)
-    tcfg = transform_config(cfg)
+    tcfg = cfg.data
     tf_test, tf_train = test_transform(tcfg), train_transform(tcfg)
     train = list(ds.train)
     labels = _relabel_compact(np.array([r.pid for r in train]))
@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def fresh():
         seed_everything(0)
-        return build_model(model_config(cfg))
+        return build_model(cfg.model)
 
     def train_epoch(model, *, lr: float, bn_eval: bool = False) -> float:
         feats = extract_features(model, train, tf_test)["global"]

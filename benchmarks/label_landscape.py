@@ -35,8 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray_reid.data.resolve import load_configured_dataset
     from ray_reid.data.transforms import test_transform
     from ray_reid.engine.extract import extract_features
-    from ray_reid.engine.loop import model_config, transform_config
-    from ray_reid.engine.neck_init import init_neck_statistics
+        from ray_reid.engine.neck_init import init_neck_statistics
     from ray_reid.engine.pseudo_labels import assign_pseudo_labels
     from ray_reid.eval.cluster_metrics import clustering_scores
     from ray_reid.models import build_model
@@ -45,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
                                        name="landscape"))
     ds = load_configured_dataset(cfg.data.dataset, cfg.data.root)
     train = list(ds.train)
-    tf = test_transform(transform_config(cfg))
-    model = build_model(model_config(cfg))
+    tf = test_transform(cfg.data)
+    model = build_model(cfg.model)
     init_neck_statistics(model, train, tf)
     feats = extract_features(model, train, tf)
     ids = np.array([r.pid for r in train])

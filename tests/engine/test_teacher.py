@@ -76,12 +76,11 @@ def _teacher_labels(run_dir, cfg):
     from ray_reid.data.resolve import load_configured_dataset
     from ray_reid.data.transforms import test_transform
     from ray_reid.engine.extract import extract_features
-    from ray_reid.engine.loop import transform_config
     from ray_reid.engine.pseudo_labels import assign_pseudo_labels
 
-    teacher = load_teacher(str(run_dir), model_config(cfg))
+    teacher = load_teacher(str(run_dir), cfg.model)
     train = list(load_configured_dataset(cfg.data.dataset, cfg.data.root).train)
-    feats = extract_features(teacher, train, test_transform(transform_config(cfg)), normalize=cfg.cluster.sphere)
+    feats = extract_features(teacher, train, test_transform(cfg.data), normalize=cfg.cluster.sphere)
     return assign_pseudo_labels(feats, cfg.cluster, epoch=0)
 
 
@@ -125,7 +124,7 @@ def test_teacher_batchnorm_mode_is_honoured_while_distilling(teacher_run, tiny_s
     run_dir, _ = teacher_run
     cfg = cfg_for(tiny_synthetic_root, tmp_path, "student", **{
         "optim.epochs": 1, "run.teacher": str(run_dir), "optim.teacher_bn": mode, "optim.teacher_epoch_iters": 0})
-    teacher = load_teacher(str(run_dir), model_config(cfg))
+    teacher = load_teacher(str(run_dir), cfg.model)
     seen = []
     teacher.register_forward_hook(lambda module, args, out: seen.append(
         (torch.is_grad_enabled(), module.training, module.backbone.bn1.training)))
