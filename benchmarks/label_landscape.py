@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray_reid.data.resolve import load_configured_dataset
     from ray_reid.data.transforms import test_transform
     from ray_reid.engine.extract import extract_features
-        from ray_reid.engine.neck_init import init_neck_statistics
+    from ray_reid.engine.neck_init import init_neck_statistics
     from ray_reid.engine.pseudo_labels import assign_pseudo_labels
     from ray_reid.eval.cluster_metrics import clustering_scores
     from ray_reid.models import build_model

@@ -143,7 +143,11 @@ def test_student_hierarchical_schedule_continues_from_the_teacher(teacher_run, t
     import json
     import shutil
 
-    from ray_reid.engine.pseudo_labels import target_clusters
+    from ray_reid.clustering.schedule import scheduled_target
+
+    def target_clusters(n, epoch, c):
+        return scheduled_target(n, epoch, merge_percent=c.merge_percent, first_step=c.first_step,
+                                min_clusters_ratio=c.min_clusters_ratio)
     from ray_reid.engine.teacher import teacher_schedule_offset
 
     run_dir, _ = teacher_run
