@@ -28,4 +28,5 @@ def write_reid_checkpoint(folder, *, views: str = "global", height: int = 32, wi
     cfg = config_from_dict({"data": {"height": height, "width": width},
                             "model": {"backbone": "resnet18", "views": views}})
     state = {"epoch": 0, "model": model.state_dict()}
-    return save_checkpoint(folder, state, {"model": asdict(mcfg), "config": cfg.to_dict(), "epoch": 0}, [])
+    # training writes the epoch's metrics row with it: a checkpoint whose history does not reach its epoch is partial
+    return save_checkpoint(folder, state, {"model": asdict(mcfg), "config": cfg.to_dict(), "epoch": 0}, [{"epoch": 0}])
