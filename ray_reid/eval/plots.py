@@ -271,4 +271,62 @@ def plot_sweep_curves(curves: Sequence[tuple[str, Sequence[tuple[int, float]], b
     ax.grid(True, alpha=0.3)
     if len(curves) <= 12 and any(points for _, points, _ in curves):
         ax.legend(fontsize=7, loc="best")
+
+
+def _thumb_bytes(data: bytes, colour: tuple[int, int, int]) -> np.ndarray:
+    import io
+
+    with Image.open(io.BytesIO(data)) as img:
+        img = img.convert("RGB").resize((_THUMB[1], _THUMB[0]))
+    return np.asarray(ImageOps.expand(img, border=4, fill=colour))
+
+
+def plot_search_results(
+    query_paths: Sequence[str],
+    gallery_paths: Sequence[str],
+    indices: Any,
+    distances: Any,
+    out_png: str | os.PathLike,
+    *,
+    read: Any,
+    n_queries: int = 8,
+    topk: int = 10,
+    query_pids: Sequence[int] | None = None,
+    gallery_pids: Sequence[int] | None = None,
+) -> Path:
+    """Rows of a query crop followed by its ``topk`` hits, as ``search`` returned them.
+
+    ``read(path) -> bytes`` fetches a crop (local or S3). When both sides carry identities
+    (``*_pids``, -1 = unknown), a green border marks a right hit and red a wrong one;
+    otherwise borders stay neutral and each hit is labelled with its distance only.
+    The first ``n_queries`` queries are shown.
+    """
+    idx = np.asarray(indices)
+    dist = np.asarray(distances)
+    if idx.shape != dist.shape or idx.ndim != 2 or idx.shape[0] != len(query_paths):
+        raise ValueError(f"indices {idx.shape} and distances {dist.shape} must both be "
+                         f"({len(query_paths)} queries, k)")
+    if isinstance(n_queries, bool) or not isinstance(n_queries, (int, np.integer)) or n_queries < 1:
+        raise ValueError(f"n_queries must be a positive integer, got {n_queries!r}")
+    labelled = query_pids is not None and gallery_pids is not None
+    rows = min(n_queries, len(query_paths))
+    cols = min(topk, idx.shape[1]) + 1
+    fig = Figure(figsize=(1.1 * cols, 2.3 * rows))
+    axes = np.asarray(fig.subplots(rows, cols, squeeze=False))
+    for row in range(rows):
+        qpid = int(query_pids[row]) if labelled else -1
+        cells = [(_thumb_bytes(read(query_paths[row]), _QUERY), f"query\n{os.path.basename(query_paths[row])[:14]}")]
+        for rank, (gi, d) in enumerate(zip(idx[row, :cols - 1], dist[row, :cols - 1]), start=1):
+            if gi < 0:
+                break
+            gpid = int(gallery_pids[gi]) if labelled else -1
+            colour = _QUERY if qpid < 0 or gpid < 0 else (_RIGHT if gpid == qpid else _WRONG)
+            cells.append((_thumb_bytes(read(gallery_paths[gi]), colour), f"{rank}: {d:.3f}"))
+        for col, ax in enumerate(axes[row]):
+            ax.set_axis_off()
+            if col < len(cells):
+                image, label = cells[col]
+                ax.imshow(image)
+                ax.set_title(label, fontsize=7)
+    fig.tight_layout()
     return _save(fig, out_png)
