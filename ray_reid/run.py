@@ -9,6 +9,8 @@ around one of these functions::
     result = run.train(load_config("jobs/configs/synthetic.yaml", {"optim.epochs": 3}))
     result.summary["mAP"], result.location, result.checkpoint
     run.evaluate(result.location)                       # or "s3://bucket/runs/name"
+    run.embed(result.location, "crops/", "index/")      # Ray Data: Parquet shards of embeddings
+    run.search("index/", "queries/", "hits/", k=10)     # faiss top-k as CSV/JSON + rank-list PNG
 
 ``run.num_workers=0`` trains in this process without Ray; otherwise the run joins the cluster
 at ``RAY_ADDRESS`` or starts a private local Ray (``ray_reid.distributed.session.connect``).
@@ -76,8 +78,13 @@ def train(cfg: TrainConfig) -> RunResult:
         connect()
         history = fit(cfg).history
     wall = time.perf_counter() - start
+    projector = _projector_sample(cfg, location)
     with locations.writable_dir(location) as folder:
         summary = write_run_outputs(folder, history, cfg, wall)
+        if projector is not None:
+            from ray_reid.engine.tracking import write_projector
+
+            write_projector(folder, *projector, step=int(history[-1]["epoch"]))
     if summary.get("skipped_images"):
         log.warning("%d undecodable images were skipped (data.on_bad_image=skip); see the warnings above",
                     summary["skipped_images"])
@@ -86,6 +93,20 @@ def train(cfg: TrainConfig) -> RunResult:
              summary["ari"], summary["wall_seconds"], location)
     return RunResult(location=location, summary=summary, history=history,
                      checkpoint=locations.latest_checkpoint(location), config=cfg)
+
+
+def _projector_sample(cfg: TrainConfig, location: str):
+    """The end-of-training embedding sample for TensorBoard's projector, or None when it cannot be drawn."""
+    from ray_reid.engine.tracking import projector_sample
+
+    checkpoint = locations.latest_checkpoint(location)
+    if checkpoint is None:
+        return None
+    try:
+        return projector_sample(cfg, locations.local_checkpoint(checkpoint))
+    except (OSError, ValueError) as exc:  # the run itself is done: say why the picture is missing, keep going
+        log.warning("no TensorBoard projector sample: %s", exc)
+        return None
 
 
 def evaluate(run_or_checkpoint: str | os.PathLike, *, out: str | os.PathLike | None = None,
@@ -113,6 +134,53 @@ def evaluate(run_or_checkpoint: str | os.PathLike, *, out: str | os.PathLike | N
     log.info("mAP %.1f%% rank-1 %.1f%% rank-5 %.1f%% rank-10 %.1f%% of %s; written to %s", 100 * metrics["mAP"],
              100 * metrics["rank1"], 100 * metrics["rank5"], 100 * metrics["rank10"], checkpoint, target)
     return {**metrics, "out": target}
+
+
+def embed(run_or_checkpoint: str | os.PathLike, images: str | os.PathLike, out: str | os.PathLike,
+          cfg: Any = None, *, s3_endpoint: str | None = None, in_process: bool = False, progress: bool = True):
+    """Embed every crop under ``images`` (folder or ``s3://`` prefix) into Parquet shards under ``out``.
+
+    A Ray Data pipeline (:mod:`ray_reid.distributed.embed`) on the cluster at ``RAY_ADDRESS`` or
+    a local Ray; ``in_process=True`` runs the same job without Ray. ``cfg`` is an
+    :class:`~ray_reid.inference.embedding.EmbedConfig`. Resumable: rerun the same command after an
+    interruption and only the missing shards are written. Returns the
+    :class:`~ray_reid.inference.embedding.EmbedSummary`.
+    """
+    from ray_reid.inference.embedding import EmbedConfig
+
+    if s3_endpoint:
+        from ray_reid.storage import use_endpoint
+
+        use_endpoint(s3_endpoint)
+    cfg = cfg or EmbedConfig()
+    images, out = locations.absolute(images), locations.absolute(out)
+    if in_process:
+        from ray_reid.inference.embedding import embed_in_process
+
+        return embed_in_process(run_or_checkpoint, images, out, cfg, progress=progress)
+    from ray_reid.distributed.embed import embed_images
+
+    return embed_images(run_or_checkpoint, images, out, cfg, progress=progress)
+
+
+def search(index: str | os.PathLike, queries: str | os.PathLike, out: str | os.PathLike, *, k: int = 10,
+           skip_same_camera: bool = False, rerank: Any = None, evaluate: bool = False, index_cfg: Any = None,
+           model: str | None = None, plot_queries: int = 8, s3_endpoint: str | None = None):
+    """Top ``k`` crops of an embedded ``index`` for each crop of ``queries`` (a folder or an embedding folder).
+
+    Writes results.csv, results.json and rank_list.png (plus metrics.json with ``evaluate``)
+    into ``out``; see :func:`ray_reid.inference.query.search_images`.
+    """
+    from ray_reid.inference.query import search_images
+    from ray_reid.inference.search import IndexConfig
+
+    if s3_endpoint:
+        from ray_reid.storage import use_endpoint
+
+        use_endpoint(s3_endpoint)
+    return search_images(locations.absolute(index), locations.absolute(queries), locations.absolute(out), k=k,
+                         camera_filter=skip_same_camera, index_cfg=index_cfg or IndexConfig(), evaluate=evaluate,
+                         plot_queries=plot_queries, model=model, rerank=rerank)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Command lines: `ray-reid train|evaluate|purify|tune|export ...`, and the same parsers behind `jobs/*.py`.
+"""Command lines: `ray-reid train|evaluate|purify|tune|export|embed|search ...`, and the same parsers behind `jobs/*.py`.
 
 Each command is a parser around one function of :mod:`ray_reid.run`; the config flags they
 share live in :mod:`ray_reid.cli.flags`. Commands are imported on use, so `ray-reid train`
@@ -17,6 +17,8 @@ COMMANDS = {
     "purify": "Learning to Purification: teacher, then a student distilling from it",
     "tune": "Ray Tune sweep; every trial a whole training",
     "export": "a trained run's inference graph as ONNX or TorchScript, checked against PyTorch",
+    "embed": "embed a folder or S3 prefix of crops into Parquet shards (Ray Data)",
+    "search": "top-k gallery crops for query crops (faiss), CSV/JSON and a rank-list PNG",
 }
 
 

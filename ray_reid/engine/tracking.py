@@ -102,3 +102,53 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+#: Training crops drawn for the end-of-training projector sample (TensorBoard's Projector tab).
+PROJECTOR_POINTS = 500
+
+
+def projector_sample(cfg: Any, checkpoint_dir: str | os.PathLike, *, max_points: int = PROJECTOR_POINTS,
+                     seed: int = 0) -> tuple[Any, list[list[Any]], list[str]]:
+    """Global embeddings of a seeded sample of training crops by the final model, with what to colour them by.
+
+    Returns ``(features [n, d], metadata rows, header)``; the header is ``pseudo_label``
+    (the label the last epoch trained on, -1 = outlier), ``true_id``, ``camera``, ``file``,
+    so the projector shows at a glance whether clusters follow people or cameras.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from ray_reid.data.resolve import load_configured_dataset
+    from ray_reid.data.transforms import test_transform
+    from ray_reid.engine.checkpoint import load_checkpoint
+    from ray_reid.engine.extract import extract_features
+    from ray_reid.engine.loop import model_config, transform_config
+    from ray_reid.models import build_model
+
+    loaded = load_checkpoint(checkpoint_dir)
+    data = load_configured_dataset(cfg.data.dataset, cfg.data.root)
+    model = build_model(dataclasses.replace(model_config(cfg), pretrained=None))
+    model.load_state_dict(loaded["state"]["model"])
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(data.train), size=min(max_points, len(data.train)), replace=False))
+    records = [data.train[i] for i in pick]
+    feats = extract_features(model, records, test_transform(transform_config(cfg)))["global"]
+    labels = loaded["state"].get("labels")
+    pseudo = labels.numpy()[pick] if labels is not None and len(labels) == len(data.train) else np.full(len(pick), -1)
+    rows = [[int(p), r.pid, r.camid, os.path.basename(r.path)] for p, r in zip(pseudo, records)]
+    return feats, rows, ["pseudo_label", "true_id", "camera", "file"]
+
+
+def write_projector(run_dir: str | os.PathLike, features: Any, metadata: list[list[Any]], header: list[str], *,
+                    step: int = 0, tag: str = "train_sample") -> Path:
+    """An embedding projector entry in ``<run_dir>/tensorboard`` (tensors.tsv, metadata.tsv, projector config)."""
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    logdir = Path(run_dir) / TENSORBOARD_DIR
+    with SummaryWriter(log_dir=str(logdir)) as writer:
+        writer.add_embedding(torch.as_tensor(features), metadata=metadata, metadata_header=header,
+                             global_step=step, tag=tag)
+    return logdir

@@ -2,8 +2,9 @@
 
 Outputs: ``results.csv`` and ``results.json`` (top-k per query: path, camera, distance),
 ``rank_list.png`` (a handful of queries and their hits), and with ``evaluate=True``
-``metrics.json`` (mAP and CMC of full rankings under the Market-1501 protocol, for query and
-gallery crops whose names carry identities).
+``metrics.json``: mAP and CMC under the Market-1501 protocol, for query and gallery crops whose
+names carry identities, computed by the very function ``evaluate`` uses
+(:func:`~ray_reid.eval.features.reid_metrics`), on the embeddings the index holds.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from ray_reid.atomic import atomic_write
 from ray_reid.inference.images import cameras_of, decode_crop, list_images, parse_ids, read_bytes
 from ray_reid.inference.model import Embedder, InferenceSpec, load_trained
-from ray_reid.inference.search import EmbeddingIndex, IndexConfig, evaluate_index, search_topk
+from ray_reid.inference.search import EmbeddingIndex, IndexConfig, reranked_topk, search_topk
 from ray_reid.inference.shards import MANIFEST, EmbeddingFolder, Embeddings, read_embeddings
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,18 @@ def load_queries(location: str, gallery: Embeddings, *, model: str | None, endpo
 
 def search_images(index_location: str, queries_location: str, out: str, *, k: int = 10,
                   camera_filter: bool = True, index_cfg: IndexConfig = IndexConfig(), evaluate: bool = False,
-                  plot_queries: int = 8, model: str | None = None, endpoint_url: str | None = None) -> SearchResult:
+                  plot_queries: int = 8, model: str | None = None, rerank: Any = None,
+                  endpoint_url: str | None = None) -> SearchResult:
     """Top ``k`` gallery crops of ``index_location`` for every crop of ``queries_location``; outputs to ``out``.
 
     ``camera_filter`` skips gallery crops from the query's own camera (the re-ID question is
     "where *else* did this person appear"); crops whose names carry no camera are never filtered.
+    ``rerank`` (a :class:`~ray_reid.eval.rerank.RerankConfig`) ranks by the k-reciprocal
+    re-ranked distance instead (exact; memory O((Q + G)·k1)), for the hits and the metrics.
     """
+    from ray_reid import locations
+    from ray_reid.eval.features import reid_metrics
     from ray_reid.eval.plots import plot_search_results
-    from ray_reid.storage.staging import staged_output
 
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
@@ -93,10 +98,16 @@ def search_images(index_location: str, queries_location: str, out: str, *, k: in
     if skipped:
         log.warning("%d query crops could not be decoded and were skipped (first: %s)", len(skipped),
                     skipped[0]["path"])
-    index = EmbeddingIndex(gallery.features["global"], index_cfg)
     q_cams = cameras_of(q_paths)
-    dist, idx = search_topk(index, q_feats, k, query_cameras=q_cams if camera_filter else None,
-                            gallery_cameras=gallery.cameras if camera_filter else None)
+    g_feats = gallery.features["global"]
+    cams = {"query_cameras": q_cams, "gallery_cameras": gallery.cameras} if camera_filter else {}
+    if rerank is not None:
+        dist, idx, _ = reranked_topk(q_feats, g_feats, k, rerank, **cams)
+        how = f"k-reciprocal re-ranked (k1={rerank.k1}, k2={rerank.k2}, lambda={rerank.lambda_value:g})"
+    else:
+        index = EmbeddingIndex(g_feats, index_cfg)
+        dist, idx = search_topk(index, q_feats, k, **cams)
+        how = f"faiss {index.kind}"
     metrics = None
     if evaluate:
         q_ids = np.array([parse_ids(p)[0] for p in q_paths])
@@ -105,11 +116,13 @@ def search_images(index_location: str, queries_location: str, out: str, *, k: in
             raise ValueError("evaluation needs identities and cameras in every file name (<pid>_c<camera>...); "
                              f"e.g. {q_paths[int(np.argmax(q_cams < 0))] if (q_cams < 0).any() else gallery.paths[0]}"
                              " has none")
-        metrics = evaluate_index(index, q_feats, q_ids, q_cams, g_ids, gallery.cameras)
+        metrics = reid_metrics(q_feats, g_feats, q_ids, g_ids, q_cams, gallery.cameras, rerank=rerank)
+        metrics.update(queries=len(q_paths), gallery=len(g_feats), rerank=rerank is not None)
         log.info("mAP %.1f%%  rank-1 %.1f%%  rank-5 %.1f%%  rank-10 %.1f%%  (%d queries, %d gallery, "
-                 "Market-1501 protocol)", 100 * metrics["mAP"], 100 * metrics["rank1"], 100 * metrics["rank5"],
-                 100 * metrics["rank10"], metrics["queries"], index.ntotal)
-    with staged_output(out, endpoint_url=endpoint_url) as folder:
+                 "Market-1501 protocol%s)", 100 * metrics["mAP"], 100 * metrics["rank1"], 100 * metrics["rank5"],
+                 100 * metrics["rank10"], len(q_paths), len(g_feats), ", re-ranked" if rerank is not None else "")
+    target = locations.absolute(out)
+    with locations.writable_dir(target) as folder:
         _write_results(folder, q_paths, q_cams, gallery, dist, idx)
         if metrics is not None:
             _write_json(folder / "metrics.json", {**metrics, "index": index_location, "queries_from": queries_location})
@@ -121,8 +134,9 @@ def search_images(index_location: str, queries_location: str, out: str, *, k: in
             plot_search_results(q_paths, list(gallery.paths), idx, dist, folder / "rank_list.png",
                                 read=lambda p: read_bytes(p, endpoint_url=endpoint_url), n_queries=plot_queries,
                                 topk=min(k, 10), **labelled)
-    log.info("searched %d queries against %d gallery crops (top %d%s): results in %s", len(q_paths), index.ntotal,
-             k, ", other cameras only" if camera_filter else "", out)
+    log.info("searched %d queries against %d gallery crops (top %d by %s%s): results.csv, results.json, "
+             "rank_list.png in %s", len(q_paths), len(g_feats), k, how, ", other cameras only" if camera_filter else "",
+             target)
     return SearchResult(np.asarray(q_paths, dtype=object), dist, idx, gallery.paths, metrics, skipped)
 
 

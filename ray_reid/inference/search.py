@@ -1,4 +1,4 @@
-"""Nearest gallery crops for query embeddings: a faiss index, a camera filter, protocol metrics.
+"""Nearest gallery crops for query embeddings: a faiss index, a camera filter, re-ranked top-k.
 
 ``flat`` is exact (every distance computed, BLAS-bound); past a few million rows its
 memory (4·d bytes a row) and time grow linearly, so ``ivfpq`` trades a little recall for an
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from ray_reid.clustering.knn import _as_features, _use_gpu
-from ray_reid.eval.rank import JUNK_PID
+from ray_reid.clustering.knn import _as_features, _gpu_search
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ class EmbeddingIndex:
             index = faiss.IndexIVFPQ(faiss.IndexFlatL2(self.dim), self.dim, nlist, cfg.pq_m, 8)
             index.nprobe = min(cfg.nprobe, nlist)
             index.train(x)
-        self.on_gpu = _use_gpu(cfg.device)
+        self.on_gpu = _gpu_search(cfg.device) == "faiss"
         if self.on_gpu:
             index = faiss.index_cpu_to_all_gpus(index)
         index.add(x)
@@ -137,47 +136,49 @@ def _pad(dist: np.ndarray, idx: np.ndarray, k: int) -> tuple[np.ndarray, np.ndar
             np.pad(idx, ((0, 0), (0, pad)), constant_values=-1))
 
 
-def protocol_scores(indices: np.ndarray, q_pids: np.ndarray, g_pids: np.ndarray, q_cams: np.ndarray,
-                    g_cams: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per query with a valid match: ``(AP, rank of the first true match)`` of full rankings, Market protocol.
+class CameraMasked:
+    """A query × gallery distance whose same-camera entries are pushed to +inf (the re-ID question).
 
-    Per query, gallery rows of the same identity *and* camera are removed and junk (pid -1)
-    ignored, as in :func:`~ray_reid.eval.rank.evaluate_rank`; queries without a valid match
-    are left out. ``indices`` must rank the whole gallery, or AP would miss late matches.
+    Wraps any :class:`~ray_reid.eval.topk.DistanceBlocks` (e.g. a re-ranked distance) so that
+    :func:`~ray_reid.eval.topk.exact_topk` returns other-camera hits only; camera ``-1``
+    (unknown) is never masked.
     """
-    indices = np.asarray(indices)
-    g_pids, g_cams = np.asarray(g_pids), np.asarray(g_cams)
-    if indices.ndim != 2 or indices.shape[1] != len(g_pids) or (indices < 0).any():
-        raise ValueError(f"indices must rank all {len(g_pids)} gallery rows for every query, got shape "
-                         f"{indices.shape}{' with missing entries' if (indices < 0).any() else ''}")
-    gp, gc = g_pids[indices], g_cams[indices]
-    qp, qc = np.asarray(q_pids)[:, None], np.asarray(q_cams)[:, None]
-    valid = (gp != JUNK_PID) & ~((gp == qp) & (gc == qc))
-    match = (gp == qp) & valid
-    position = np.cumsum(valid, axis=1)  # 1-based rank among the kept rows
-    hits = np.cumsum(match, axis=1)
-    num_pos = match.sum(axis=1)
-    has = num_pos > 0
-    ap = np.where(match, hits / np.maximum(position, 1), 0.0).sum(axis=1)[has] / num_pos[has]
-    first = np.where(match, position, np.iinfo(np.int64).max).min(axis=1)[has]
-    return ap, first
+
+    def __init__(self, distances: Any, query_cameras: np.ndarray, gallery_cameras: np.ndarray) -> None:
+        self.distances = distances
+        self.query_cameras, self.gallery_cameras = np.asarray(query_cameras), np.asarray(gallery_cameras)
+        if self.query_cameras.shape != (distances.shape[0],) or self.gallery_cameras.shape != (distances.shape[1],):
+            raise ValueError(f"cameras must have one entry per row: {self.query_cameras.shape} for "
+                             f"{distances.shape[0]} queries, {self.gallery_cameras.shape} for {distances.shape[1]} "
+                             "gallery rows")
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.distances.shape
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        out = np.array(self.distances.block(start, stop), dtype=np.float32, copy=True)
+        qc = self.query_cameras[start:stop, None]
+        out[(qc == self.gallery_cameras[None, :]) & (qc != -1)] = np.inf
+        return out
 
 
-def evaluate_index(index: EmbeddingIndex, queries: np.ndarray, q_pids: np.ndarray, q_cams: np.ndarray,
-                   g_pids: np.ndarray, g_cams: np.ndarray, *, ranks: Sequence[int] = (1, 5, 10),
-                   memory_budget: int = 256 * 2**20) -> dict[str, float]:
-    """mAP and CMC of ``queries`` against the whole index, in query chunks that fit ``memory_budget``."""
-    rows = max(1, memory_budget // (40 * index.ntotal))
-    aps, firsts = [], []
-    for start in range(0, len(queries), rows):
-        _, idx = index.search(queries[start:start + rows], index.ntotal)
-        ap, first = protocol_scores(idx, q_pids[start:start + rows], g_pids, q_cams[start:start + rows], g_cams)
-        aps.append(ap)
-        firsts.append(first)
-    ap, first = np.concatenate(aps), np.concatenate(firsts)
-    if len(ap) == 0:
-        raise ValueError("no query has a valid match in the gallery (every true match is junk or same-camera)")
-    out = {"mAP": float(ap.mean())}
-    out.update({f"rank{r}": float((first <= r).mean()) for r in ranks})
-    out["queries"] = int(len(ap))
-    return out
+def reranked_topk(queries: np.ndarray, gallery: np.ndarray, k: int, rerank: Any, *,
+                  query_cameras: np.ndarray | None = None, gallery_cameras: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, Any]:
+    """Top ``k`` by the k-reciprocal re-ranked distance (exact), optionally other cameras only.
+
+    Returns ``(distances, indices, reranked)``; ``reranked`` is the
+    :class:`~ray_reid.eval.rerank.RerankedDistances` the metrics can rank by. Slots past the
+    gallery's usable rows are ``-1`` with distance ``inf``.
+    """
+    from ray_reid.eval.rerank import k_reciprocal_rerank
+    from ray_reid.eval.topk import exact_topk
+
+    reranked = k_reciprocal_rerank(queries, gallery, rerank)
+    source: Any = reranked
+    if query_cameras is not None and gallery_cameras is not None:
+        source = CameraMasked(reranked, query_cameras, gallery_cameras)
+    dist, idx = exact_topk(source, k)
+    idx = np.where(np.isfinite(dist), idx, -1)
+    return *_pad(dist, idx, k), reranked

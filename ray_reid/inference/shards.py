@@ -159,8 +159,8 @@ def check_manifest(existing: Mapping[str, Any], wanted: Mapping[str, Any], where
         for part in (key if isinstance(key, tuple) else (key,)):
             old, new = (old or {}).get(part), (new or {}).get(part)
         if old != new:
-            raise ValueError(f"{where} already holds embeddings made with another {what.split(' (')[0]}: "
-                             f"{what} changed ({'.'.join(key) if isinstance(key, tuple) else key}: {old!r} -> "
+            name = ".".join(key) if isinstance(key, tuple) else key
+            raise ValueError(f"{where} already holds embeddings of another job: {what} changed ({name}: {old!r} -> "
                              f"{new!r}); pass another --out, or delete {where} to start again")
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from ray_reid.config import config_from_dict
-from ray_reid.engine.tracking import TENSORBOARD_DIR, epoch_scalars, log_to_mlflow, scalar_tag
+from ray_reid.engine.tracking import PROJECTOR_POINTS, TENSORBOARD_DIR, epoch_scalars, log_to_mlflow, scalar_tag
 
 
 def test_training_writes_every_epochs_scalars_to_tensorboard(tiny_synthetic_root, tmp_path):
@@ -31,6 +32,20 @@ def test_training_writes_every_epochs_scalars_to_tensorboard(tiny_synthetic_root
         scalars = events.Scalars(tag)
         assert [s.step for s in scalars] == [0, 1]
         assert [s.value for s in scalars] == pytest.approx([row[key] for row in result.history], rel=1e-6)
+
+    # the end-of-training projector sample: every training crop here (fewer than PROJECTOR_POINTS),
+    # unit-norm embeddings, coloured by the last epoch's pseudo-label, true id and camera
+    logdir = tmp_path / "tb" / TENSORBOARD_DIR
+    n_train = len(list((tiny_synthetic_root / "bounding_box_train").glob("*.jpg")))
+    config = (logdir / "projector_config.pbtxt").read_text()
+    assert 'tensor_name: "train_sample:1"' in config
+    sample = logdir / "00001" / "train_sample"
+    tensors = np.loadtxt(sample / "tensors.tsv", delimiter="\t", ndmin=2)
+    meta = [line.split("\t") for line in (sample / "metadata.tsv").read_text().splitlines()]
+    assert meta[0] == ["pseudo_label", "true_id", "camera", "file"]
+    assert tensors.shape == (len(meta) - 1, 512) and len(meta) - 1 == min(PROJECTOR_POINTS, n_train)
+    np.testing.assert_allclose(np.linalg.norm(tensors, axis=1), 1.0, atol=1e-4)
+    assert len({row[2] for row in meta[1:]}) == 3  # all three cameras drawn
 
 
 def test_tags_group_the_history_keys_and_skip_non_scalars():
