@@ -148,9 +148,12 @@ def kill_and_rerun(images: Path, work: Path, whole: Path, args: argparse.Namespa
     at_kill = sorted(p.name for p in out.glob("part-*.parquet"))
     rerun = run_child("ray", images, out, args)
     a, b = read_embeddings(whole), read_embeddings(out)
-    equal = list(a.paths) == list(b.paths) and np.array_equal(a.features["global"], b.features["global"])
+    # Ray Data cuts batches where its blocks fall, so a shard may be embedded in other batch sizes
+    # than before: equal within float32 rounding of the CPU kernels, not necessarily bit for bit.
+    diff = float(np.abs(a.features["global"] - b.features["global"]).max()) if len(a) == len(b) else float("inf")
+    equal = list(a.paths) == list(b.paths) and diff <= 1e-5
     return {"shards": n_shards, "at_kill": len(at_kill), "rerun_written": rerun["shards_written"],
-            "rerun_skipped": rerun["shards_skipped"], "equal": equal}
+            "rerun_skipped": rerun["shards_skipped"], "equal": equal, "max_abs_diff": diff}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -198,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
         k = kill_and_rerun(folders[large], work, work / f"out_{large}", args)
         ok = k["rerun_written"] == k["shards"] - k["at_kill"] and k["rerun_skipped"] == k["at_kill"] and k["equal"]
         print(f"killed at {k['at_kill']}/{k['shards']} shards; rerun wrote {k['rerun_written']}, kept "
-              f"{k['rerun_skipped']}; equal to the uninterrupted run: {k['equal']} ({'met' if ok else 'NOT met'})")
+              f"{k['rerun_skipped']}; equal to the uninterrupted run: {k['equal']} (max abs diff {k['max_abs_diff']:.1e}; "
+              f"{'met' if ok else 'NOT met'})")
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 

@@ -240,9 +240,10 @@ def add_batch(writer: ShardWriter, indices: Iterable[int], errors: Iterable[Any]
 
 
 def _local_batches(job: EmbedJob, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-    pending = job.pending
-    for start in range(0, len(pending), batch_size):
-        chunk = pending[start:start + batch_size]
+    """Batches cut from each shard's start, so a shard's batches (and so its bits) do not depend on what ran before."""
+    chunks = [list(range(s, min(s + batch_size, stop))) for shard in job.todo
+              for start, stop in [job.plan.bounds(shard)] for s in range(start, stop, batch_size)]
+    for chunk in chunks:
         data = [read_bytes(job.plan.paths[i], endpoint_url=job.endpoint_url) for i in chunk]
         yield decode_batch({"index": np.asarray(chunk), "bytes": data}, job.spec.height, job.spec.width)
 

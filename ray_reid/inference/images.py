@@ -84,7 +84,8 @@ def decode_crop(data: bytes, height: int, width: int) -> tuple[np.ndarray | None
             img.load()  # PIL decodes lazily: a truncated file must fail here, not later
             rgb = img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+        # PIL names the in-memory buffer with its address: drop it, so a rerun lists the file the same way
+        return None, f"{type(exc).__name__}: {re.sub(r' <_io.BytesIO object at 0x[0-9a-f]+>', '', str(exc))}"
     resized = rgb.resize((width, height), Image.Resampling.BICUBIC)
     return np.asarray(resized, dtype=np.uint8), ""
 

@@ -157,7 +157,7 @@ class CameraMasked:
         return self.distances.shape
 
     def block(self, start: int, stop: int) -> np.ndarray:
-        out = np.array(self.distances.block(start, stop), dtype=np.float32, copy=True)
+        out = np.array(self.distances.block(start, stop), copy=True)  # dtype kept: no new ties
         qc = self.query_cameras[start:stop, None]
         out[(qc == self.gallery_cameras[None, :]) & (qc != -1)] = np.inf
         return out

@@ -38,7 +38,7 @@ def test_training_writes_every_epochs_scalars_to_tensorboard(tiny_synthetic_root
     logdir = tmp_path / "tb" / TENSORBOARD_DIR
     n_train = len(list((tiny_synthetic_root / "bounding_box_train").glob("*.jpg")))
     config = (logdir / "projector_config.pbtxt").read_text()
-    assert 'tensor_name: "train_sample:1"' in config
+    assert 'tensor_name: "train_sample:00001"' in config
     sample = logdir / "00001" / "train_sample"
     tensors = np.loadtxt(sample / "tensors.tsv", delimiter="\t", ndmin=2)
     meta = [line.split("\t") for line in (sample / "metadata.tsv").read_text().splitlines()]

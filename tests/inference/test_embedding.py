@@ -48,7 +48,8 @@ def test_shards_equal_evaluates_extraction_and_list_the_bad_file(tiny_synthetic_
     np.testing.assert_allclose(emb.features["global"], reference_embeddings(reid_checkpoint, good), atol=2e-5)
     assert [b["path"] for b in emb.bad] == [str(images / "cam_a" / BAD_NAME)]
     saved = json.loads((tmp_path / "emb" / SUMMARY).read_text())
-    assert saved["undecodable"] == 1 and "cannot identify image file" in saved["bad_images"][0]["error"]
+    assert saved["undecodable"] == 1
+    assert saved["bad_images"][0]["error"].split(":")[0] in ("UnidentifiedImageError", "OSError", "SyntaxError")
 
 
 def test_an_interrupted_job_rerun_writes_only_the_missing_shards(tiny_synthetic_root, reid_checkpoint, tmp_path):
