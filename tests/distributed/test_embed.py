@@ -10,7 +10,8 @@ from s3_server import put_tree
 from ray_reid.inference.embedding import EmbedConfig, embed_in_process
 from ray_reid.inference.shards import read_embeddings, shard_name
 
-pytestmark = [pytest.mark.timeout(900)]
+# slow: each test starts a Ray Data actor pool (model load in a fresh worker); not yet run on a quiet machine
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 CFG = EmbedConfig(shard_size=16, batch_size=8, actors=1)
 
@@ -71,7 +72,6 @@ def test_pipeline_stopped_after_two_shards_then_rerun_writes_only_the_rest(ray_s
     _assert_same(read_embeddings(tmp_path / "emb"), reference)
 
 
-@pytest.mark.slow
 def test_pipeline_reads_and_writes_s3(ray_session, s3, crops, reid_checkpoint, reference):
     from ray_reid.distributed.embed import embed_images
 

@@ -67,7 +67,8 @@ def test_an_interrupted_job_rerun_writes_only_the_missing_shards(tiny_synthetic_
     assert {name: os.stat(tmp_path / "cut" / name).st_mtime_ns for name in first} == stamps
     a, b = read_embeddings(tmp_path / "whole"), read_embeddings(tmp_path / "cut")
     assert list(a.paths) == list(b.paths)
-    np.testing.assert_array_equal(a.features["global"], b.features["global"])
+    # same batches per shard now; 1e-6 still tells a wrong or shifted row (~0.1 apart) from kernel rounding
+    np.testing.assert_allclose(a.features["global"], b.features["global"], atol=1e-6)
     assert rerun.bad == whole.bad  # the bad file of a kept shard is still listed
 
     again = embed_in_process(reid_checkpoint, images, tmp_path / "cut", CFG, progress=False)
