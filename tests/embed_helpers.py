@@ -21,12 +21,13 @@ def crops_folder(tiny_synthetic_root, dest: Path, *, bad: bool = True) -> Path:
 def reference_embeddings(checkpoint, paths: list[str]) -> np.ndarray:
     """Global embeddings of ``paths`` the way ``evaluate`` extracts them (test_transform + extract_features)."""
     from ray_reid.data.records import ImageRecord
-    from ray_reid.data.transforms import TransformConfig, test_transform
+    from ray_reid.data.config import DataConfig
+    from ray_reid.data.transforms import test_transform
     from ray_reid.engine.extract import extract_features
     from ray_reid.inference.model import build_network, load_trained
 
     weights, spec = load_trained(checkpoint)
     model = build_network(weights, spec)
-    transform = test_transform(TransformConfig(height=spec.height, width=spec.width))
+    transform = test_transform(DataConfig(height=spec.height, width=spec.width))
     records = [ImageRecord(p, 0, 0) for p in paths]
     return extract_features(model, records, transform)["global"]

@@ -116,25 +116,22 @@ def projector_sample(cfg: Any, checkpoint_dir: str | os.PathLike, *, max_points:
     (the label the last epoch trained on, -1 = outlier), ``true_id``, ``camera``, ``file``,
     so the projector shows at a glance whether clusters follow people or cameras.
     """
-    import dataclasses
-
     import numpy as np
 
     from ray_reid.data.resolve import load_configured_dataset
     from ray_reid.data.transforms import test_transform
     from ray_reid.engine.checkpoint import load_checkpoint
     from ray_reid.engine.extract import extract_features
-    from ray_reid.engine.loop import model_config, transform_config
     from ray_reid.models import build_model
 
     loaded = load_checkpoint(checkpoint_dir)
     data = load_configured_dataset(cfg.data.dataset, cfg.data.root)
-    model = build_model(dataclasses.replace(model_config(cfg), pretrained=None))
+    model = build_model(cfg.model.replace(pretrained=None))  # the weights come from the checkpoint
     model.load_state_dict(loaded["state"]["model"])
     rng = np.random.default_rng(seed)
     pick = np.sort(rng.choice(len(data.train), size=min(max_points, len(data.train)), replace=False))
     records = [data.train[i] for i in pick]
-    feats = extract_features(model, records, test_transform(transform_config(cfg)))["global"]
+    feats = extract_features(model, records, test_transform(cfg.data))["global"]
     labels = loaded["state"].get("labels")
     pseudo = labels.numpy()[pick] if labels is not None and len(labels) == len(data.train) else np.full(len(pick), -1)
     rows = [[int(p), r.pid, r.camid, os.path.basename(r.path)] for p, r in zip(pseudo, records)]
