@@ -148,6 +148,7 @@ def test_student_hierarchical_schedule_continues_from_the_teacher(teacher_run, t
     def target_clusters(n, epoch, c):
         return scheduled_target(n, epoch, merge_percent=c.merge_percent, first_step=c.first_step,
                                 min_clusters_ratio=c.min_clusters_ratio)
+
     from ray_reid.engine.teacher import teacher_schedule_offset
 
     run_dir, _ = teacher_run
@@ -157,6 +158,9 @@ def test_student_hierarchical_schedule_continues_from_the_teacher(teacher_run, t
     meta = json.loads(meta_path.read_text())
     meta["epoch"], meta["config"]["cluster"]["first_step"] = 3, 1  # as if it had trained 4 epochs from step 1
     meta_path.write_text(json.dumps(meta))
+    history_path = meta_path.with_name("history.json")  # a complete checkpoint's history ends at its epoch
+    rows = json.loads(history_path.read_text())
+    history_path.write_text(json.dumps(rows[:-1] + [{**rows[-1], "epoch": 3}]))
     over = {"optim.epochs": 1, "optim.iters": 1, "optim.teacher_epoch_iters": 1, "run.teacher": str(teacher),
             "cluster.merge_percent": 0.1, "cluster.min_clusters_ratio": 0.01}
     cfg = cfg_for(tiny_synthetic_root, tmp_path, "student", **over)
