@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,14 @@ def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any], meta: d
     return directory
 
 
+class UnsafeCheckpointError(ValueError):
+    """A checkpoint whose ``state.pt`` carries pickled code: refused loudly, never skipped or deleted.
+
+    A cut-short file is an incomplete checkpoint that resume may pass over and remove; a hostile
+    one is evidence, and silently training from scratch past it would hide the attack.
+    """
+
+
 def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint folder: ``{"state": ..., "meta": ..., "history": ...}``.
 
@@ -67,7 +76,11 @@ def load_checkpoint(directory: str | os.PathLike, map_location: str | torch.devi
         raise FileNotFoundError(f"checkpoint {directory} has no {STATE_FILE}")
     try:
         state = torch.load(state_path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):  # a whole file that carries pickled code
+            raise UnsafeCheckpointError(f"checkpoint file {state_path} cannot be loaded safely: {exc}") from exc
+        raise ValueError(f"checkpoint file {state_path} cannot be loaded safely: {exc}") from exc
+    except Exception as exc:  # torch raises RuntimeError, EOFError... for cut-short or corrupt files
         raise ValueError(f"checkpoint file {state_path} cannot be loaded safely: {exc}") from exc
     meta = _read_json(directory / META_FILE)
     history = _read_json(directory / HISTORY_FILE) if (directory / HISTORY_FILE).exists() else []
@@ -111,6 +124,8 @@ def check_complete(directory: str | os.PathLike) -> tuple[int, str | None]:
                 return -1, f"{STATE_FILE} does not match the size/SHA-256 in {META_FILE} (cut short)"
         else:
             load_checkpoint(directory)
+    except UnsafeCheckpointError:
+        raise
     except (FileNotFoundError, ValueError, KeyError, TypeError) as exc:
         return -1, str(exc)
     if not history or int(history[-1].get("epoch", -1)) != epoch:
