@@ -26,6 +26,8 @@ CONFIG_FLAGS: dict[str, tuple[str, type, str]] = {
     "height": ("data.height", int, "input height"),
     "width": ("data.width", int, "input width"),
     "on-bad-image": ("data.on_bad_image", str, "raise (default) or skip undecodable images"),
+    "loader-workers": ("data.loader_workers", int, "DataLoader processes decoding JPEGs per rank (0 = in the "
+                       "training process; ~cpus-per-worker - 1 on a GPU node)"),
     "backbone": ("model.backbone", str, "resnet18/34/50/101"),
     "views": ("model.views", str, "global or global+parts"),
     "pretrained": ("model.pretrained", str, "ImageNet weights: 'imagenet' (torchvision's, via its "
@@ -57,7 +59,8 @@ CONFIG_FLAGS: dict[str, tuple[str, type, str]] = {
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Iterable[str] = ()) -> argparse.ArgumentParser:
-    """Add ``--config``, the config flags (minus ``exclude``), ``--set``, ``--batch``, ``--save-embeddings``, ``-v``."""
+    """Add ``--config``, the config flags (minus ``exclude``), ``--set``, ``--batch``, ``--amp``, ``--save-embeddings``,
+    ``-v``."""
     excluded = set(exclude)
     unknown = excluded - set(CONFIG_FLAGS)
     assert not unknown, f"cannot exclude unknown flags {sorted(unknown)}"
@@ -69,6 +72,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Iterable[s
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override any config value, e.g. --set optim.triplet_weight=0.5")
     parser.add_argument("--batch", default=None, metavar="PxK", help="global batch as identities x images, e.g. 16x4")
+    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                        help="bf16/fp16 autocast in training and feature extraction, on GPUs only (a CPU run is "
+                             "unchanged) [optim.amp]")
     parser.add_argument("--save-embeddings", action="store_true", default=None,
                         help="write per-epoch embeddings and pseudo-labels as Parquet")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -89,6 +95,8 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError:
             raise ValueError(f"--batch {args.batch!r}: expected PxK, e.g. 16x4") from None
         overrides["optim.p"], overrides["optim.k"] = p, k
+    if args.amp is not None:
+        overrides["optim.amp"] = args.amp
     if args.save_embeddings:
         overrides["run.save_embeddings"] = True
     for item in args.set:

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from ray_reid.data.image_folder import RecordImageDataset
 from ray_reid.data.records import ImageRecord
+from ray_reid.engine.amp import autocast
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,15 @@ def extract_features(
     bad_image_policy: str = "raise",
     skipped: list[str] | None = None,
     normalize: bool = True,
+    amp: bool = False,
 ) -> dict[str, np.ndarray]:
     """Return ``{view: float32 [len(records), D]}`` in the order of ``records``.
 
     With ``bad_image_policy="skip"`` an undecodable image gets its neighbour's features; its path is
     appended to ``skipped`` (when given) so the caller can report how many were left out.
-    ``normalize=False`` asks the model for its features before L2 normalisation.
+    ``normalize=False`` asks the model for its features before L2 normalisation. ``amp=True``
+    runs the forward pass under bf16/fp16 autocast on a GPU (nothing changes on a CPU); the
+    features come back as float32, re-normalised there so their norm is 1 to float32 precision.
 
     The model is put in eval mode for the pass (BN running statistics, no dropout) and put back
     in its previous mode afterwards, so an epoch can extract and then keep training.
@@ -52,9 +56,13 @@ def extract_features(
     try:
         for images, _ in iterator:
             images = images.to(device, non_blocking=True)
-            out = model(images) if normalize else model(images, normalize=False)
+            with autocast(device, amp):
+                out = model(images) if normalize else model(images, normalize=False)
             for view, feats in out.items():
-                chunks.setdefault(view, []).append(feats.float().cpu().numpy())
+                feats = feats.float()
+                if normalize and feats.dtype != out[view].dtype:
+                    feats = torch.nn.functional.normalize(feats, dim=1)
+                chunks.setdefault(view, []).append(feats.cpu().numpy())
     finally:
         model.train(was_training)
         if skipped is not None:

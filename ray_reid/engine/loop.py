@@ -74,8 +74,8 @@ def evaluate_model(model: torch.nn.Module, dataset: ReidDataset, cfg: TrainConfi
     records = list(dataset.query) + list(dataset.gallery)
     shard = shard_indices(len(records), ctx.rank, ctx.world_size)
     feats = extract_features(unwrap(model), [records[i] for i in shard], transform, device=ctx.device,
-                             loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image,
-                             skipped=skipped)
+                             loader_workers=cfg.data.loader_workers, amp=cfg.optim.amp,
+                             bad_image_policy=cfg.data.on_bad_image, skipped=skipped)
     gathered = ctx.all_gather(feats["global"] if feats else np.zeros((0, 1), np.float32))
     if ctx.rank != 0:
         return None
@@ -151,9 +151,10 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         t0 = time.perf_counter()
         from_teacher = warmup and epoch == 0
         iters = max(1, round(cfg.optim.teacher_epoch_iters * cfg.optim.iters)) if from_teacher else cfg.optim.iters
-        feats = extract_features(teacher if from_teacher else unwrap(model), [train[i] for i in shard], tf_test, device=ctx.device,
-                                 loader_workers=cfg.data.loader_workers, bad_image_policy=cfg.data.on_bad_image,
-                                 skipped=skipped, normalize=cfg.cluster.sphere)
+        feats = extract_features(teacher if from_teacher else unwrap(model), [train[i] for i in shard], tf_test,
+                                 device=ctx.device, loader_workers=cfg.data.loader_workers, amp=cfg.optim.amp,
+                                 bad_image_policy=cfg.data.on_bad_image, skipped=skipped,
+                                 normalize=cfg.cluster.sphere)
         t1 = time.perf_counter()
         # the clusterer's epoch is its schedule step: a student's continues where its teacher's ended
         pseudo = ctx.assign_labels(epoch + schedule_offset, n_train, shard,

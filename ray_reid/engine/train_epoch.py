@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ray_reid.config import OptimConfig
+from ray_reid.engine.amp import autocast, grad_scaler
 from ray_reid.losses.cluster_memory import ClusterMemory
 from ray_reid.losses.distill import distillation_loss
 from ray_reid.losses.triplet import hard_triplet_loss
@@ -67,6 +68,7 @@ def _train_steps(model, loader, labels, memories, optimizer, cfg: OptimConfig, *
                  log_every, update_memory) -> dict[str, float]:
     views = tuple(memories)
     weights = view_loss_weights(views, cfg.parts_weight)
+    scaler = grad_scaler(device, cfg.amp)
     label_t = torch.tensor(labels, dtype=torch.long)  # a copy: arrays from the object store are read-only
     totals: dict[str, float] = {}
     n_iter = 0
@@ -75,13 +77,14 @@ def _train_steps(model, loader, labels, memories, optimizer, cfg: OptimConfig, *
     for it, (images, indices) in enumerate(loader):
         images = images.to(device, non_blocking=True)
         targets = label_t[indices].to(device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.amp):
+        with autocast(device, cfg.amp):
             out = model(images)
         out = {v: out[v].float() for v in views}
         teacher_out = None
         if teacher is not None and cfg.distill_weight > 0:
-            with torch.no_grad():
+            with torch.no_grad(), autocast(device, cfg.amp):
                 teacher_out = teacher(images)
+            teacher_out = {v: f.float() for v, f in teacher_out.items()}
         loss = images.new_zeros(())
         parts: dict[str, float] = {}
         for view in views:
@@ -104,8 +107,9 @@ def _train_steps(model, loader, labels, memories, optimizer, cfg: OptimConfig, *
                 "is written from this state"
             )
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
         if update_memory:
             for view in views:
                 memories[view].update(out[view].detach(), targets)

@@ -1,0 +1,35 @@
+"""The shared config flags: every command spells --loader-workers and --amp the same way."""
+
+import pytest
+
+from ray_reid.cli import purify as purify_cli
+from ray_reid.cli import train as train_cli
+from ray_reid.cli import tune as tune_cli
+from ray_reid.cli.flags import config_from_args
+
+
+@pytest.mark.parametrize("cli", [train_cli, purify_cli, tune_cli])
+def test_loader_workers_and_amp_reach_the_config(cli):
+    args = cli.build_parser().parse_args(["--loader-workers", "3", "--amp"])
+    cfg = config_from_args(args)
+    assert cfg.data.loader_workers == 3 and cfg.optim.amp is True
+
+
+def test_amp_defaults_to_the_yaml_and_no_amp_switches_it_off(tmp_path):
+    yaml_on = tmp_path / "on.yaml"
+    yaml_on.write_text("optim: {amp: true}\n")
+    parser = train_cli.build_parser()
+    assert config_from_args(parser.parse_args(["--config", str(yaml_on)])).optim.amp is True
+    assert config_from_args(parser.parse_args(["--config", str(yaml_on), "--no-amp"])).optim.amp is False
+    assert config_from_args(parser.parse_args([])).optim.amp is False
+
+
+def test_negative_loader_workers_is_refused_naming_the_key():
+    args = train_cli.build_parser().parse_args(["--loader-workers", "-1"])
+    with pytest.raises(SystemExit, match="data.loader_workers=-1"):
+        config_from_args(args)
+
+
+def test_loader_workers_must_be_an_integer():
+    with pytest.raises(SystemExit):
+        train_cli.build_parser().parse_args(["--loader-workers", "two"])
