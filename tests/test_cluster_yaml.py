@@ -98,3 +98,78 @@ def test_dashboard_bound_to_loopback_only(prepared):
     head_start = " ".join(prepared["head_start_ray_commands"])
     assert "--dashboard-host=127.0.0.1" in head_start
     assert "0.0.0.0" not in head_start
+
+
+def _with_docker_enabled(text: str) -> str:
+    """cluster.yaml with its commented ``# docker:`` block uncommented, as a user would."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if line.startswith("# docker:"):
+            inside = True
+            out.append(line[2:])
+        elif inside and line.startswith("#   "):
+            out.append(line[2:])
+        else:
+            inside = False
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def prepared_docker() -> dict:
+    pytest.importorskip("jsonschema")
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    raw = yaml.safe_load(_with_docker_enabled(CLUSTER_YAML.read_text()))
+    config = prepare_config(raw)
+    validate_config(config)
+    return config
+
+
+def test_docker_section_is_commented_out_by_default(raw_config):
+    assert "docker" not in raw_config
+    assert "\n# docker:\n" in CLUSTER_YAML.read_text()
+
+
+def test_passes_ray_validation_with_the_docker_section_enabled(prepared_docker, prepared):
+    docker = prepared_docker["docker"]
+    assert docker["image"] and docker["container_name"] and docker["pull_before_run"] is True
+    # enabling the container changes nothing else: same node types, same setup commands
+    assert prepared_docker["available_node_types"] == prepared["available_node_types"]
+    assert prepared_docker["setup_commands"] == prepared["setup_commands"]
+
+
+def test_dockerfile_builds_on_the_official_ray_gpu_image_of_the_pinned_versions():
+    root = CLUSTER_YAML.parent
+    dockerfile = (root / "Dockerfile").read_text()
+    base = re.search(r"^ARG RAY_IMAGE=(\S+)$", dockerfile, re.M)
+    assert base and re.search(r"^FROM \$\{RAY_IMAGE\}$", dockerfile, re.M)
+    match = re.fullmatch(r"rayproject/ray:(\d+\.\d+\.\d+)-py3(\d+)-gpu", base.group(1))
+    assert match, f"base image {base.group(1)} is not an official Ray GPU image"
+    pyproject = (root / "pyproject.toml").read_text()
+    assert f'"ray[default,train,tune]=={match.group(1)}"' in pyproject
+    minimum = re.search(r'requires-python = ">=3\.(\d+)"', pyproject).group(1)
+    assert int(match.group(2)) >= int(minimum)
+    # the image holds the layout the setup_commands make, so they run in the container as no-ops
+    assert "~/venv" in dockerfile and "-e ~/ray-reid" in dockerfile
+    assert f'"ray[default,train,tune]=={match.group(1)}"' in dockerfile
+    ignored = (root / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored and "runs" in ignored
+
+
+def test_header_example_names_dataset_and_gpus(raw_config):
+    header = "\n".join(line for line in CLUSTER_YAML.read_text().splitlines() if line.startswith("#"))
+    example = header[header.index("ray job submit"):header.index("ray down")]
+    for flag in ("--dataset", "--data-root", "--storage-path s3://", "--gpus-per-worker 1", "--workers"):
+        assert flag in example, flag
+    # and the train parser accepts it as written
+    import shlex
+
+    from ray_reid.cli.train import build_parser
+    from ray_reid.cli.flags import config_from_args
+
+    words = shlex.split(example.replace("#", " ").replace("\\\n", " "))
+    argv = words[words.index("jobs/train.py") + 1:]
+    cfg = config_from_args(build_parser().parse_args(argv))
+    assert cfg.data.dataset == "market1501" and cfg.run.gpus_per_worker == 1
+    assert cfg.run.storage_path.startswith("s3://")
