@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ray_reid.data.resolve import load_configured_dataset
-from ray_reid.data.transforms import TransformConfig, test_transform
+from ray_reid.config import DataConfig
+from ray_reid.data.transforms import test_transform
 from ray_reid.engine.amp import amp_dtype, autocast, grad_scaler
 from ray_reid.engine.extract import extract_features
 from ray_reid.models import ModelConfig, build_model
@@ -30,7 +31,7 @@ def test_extraction_on_cpu_is_identical_with_amp(tiny_synthetic_root):
     records = list(load_configured_dataset("synthetic", str(tiny_synthetic_root)).train)[:12]
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="resnet18", views="global+parts"))
-    tf = test_transform(TransformConfig(height=32, width=16))
+    tf = test_transform(DataConfig(height=32, width=16))
     plain = extract_features(model, records, tf, batch_size=8)
     amp = extract_features(model, records, tf, batch_size=8, amp=True)
     assert set(plain) == set(amp) == {"global", "up", "down"}
@@ -49,7 +50,7 @@ def test_extraction_on_gpu_with_amp_is_unit_norm_and_close(tiny_synthetic_root):
     records = list(load_configured_dataset("synthetic", str(tiny_synthetic_root)).train)[:16]
     torch.manual_seed(0)
     model = build_model(ModelConfig(backbone="resnet18")).cuda()
-    tf = test_transform(TransformConfig(height=32, width=16))
+    tf = test_transform(DataConfig(height=32, width=16))
     plain = extract_features(model, records, tf, device="cuda")["global"]
     amp = extract_features(model, records, tf, device="cuda", amp=True)["global"]
     assert amp.dtype == np.float32
