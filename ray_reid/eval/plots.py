@@ -271,6 +271,7 @@ def plot_sweep_curves(curves: Sequence[tuple[str, Sequence[tuple[int, float]], b
     ax.grid(True, alpha=0.3)
     if len(curves) <= 12 and any(points for _, points, _ in curves):
         ax.legend(fontsize=7, loc="best")
+    return _save(fig, out_png)
 
 
 def _thumb_bytes(data: bytes, colour: tuple[int, int, int]) -> np.ndarray:

@@ -74,8 +74,10 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _by_path(frame) -> dict[str, dict[str, Any]]:
-    return {str(r["logdir"]): r for r in frame.to_dict("records")} if len(frame) else {}
+def _by_trial(frame) -> dict[str, dict[str, Any]]:
+    """Rows keyed by trial id: Ray 2.60's ``get_dataframe`` fills ``logdir`` with the trial id, not a path."""
+    rows = frame.to_dict("records") if len(frame) else []
+    return {str(r.get("trial_id") or r.get("logdir")): r for r in rows}
 
 
 def trial_table(grid, space: Mapping[str, SearchDim], configured_epochs: int
@@ -85,13 +87,14 @@ def trial_table(grid, space: Mapping[str, SearchDim], configured_epochs: int
     Final figures are each trial's last report (``get_dataframe()``; mAP is carried forward between
     evaluations, see :func:`tune_row`), best figures its best report (``filter_metric="mAP"``).
     """
-    last = _by_path(grid.get_dataframe())
-    best = _by_path(grid.get_dataframe(filter_metric=METRIC, filter_mode=MODE))
+    last = _by_trial(grid.get_dataframe())
+    best = _by_trial(grid.get_dataframe(filter_metric=METRIC, filter_mode=MODE))
     rows: list[dict[str, Any]] = []
     curves: dict[str, list[tuple[int, float]]] = {}
     for result in grid:
-        final, top = last.get(str(result.path), {}), best.get(str(result.path), {})
-        trial_id = str(final.get("trial_id") or (result.metrics or {}).get("trial_id") or Path(result.path).name)
+        key = str((result.metrics or {}).get("trial_id") or "")
+        final, top = last.get(key, {}), best.get(key, {})
+        trial_id = str(final.get("trial_id") or key or Path(result.path).name)
         errored = result.error is not None
         epochs_run = int(_finite(final.get(TIME_ATTR)) or 0)
         row: dict[str, Any] = {"trial_id": trial_id}
