@@ -156,12 +156,7 @@ def plot_rank_list(
         for rank, gi in enumerate(order, start=1):
             right = g_pids[gi] == q_pids[qi]
             cells.append((_thumb(g_paths[gi], _RIGHT if right else _WRONG), f"{rank}: pid {g_pids[gi]}\n{dist[qi, gi]:.3f}"))
-        for col, ax in enumerate(axes[row]):
-            ax.set_axis_off()
-            if col < len(cells):
-                image, label = cells[col]
-                ax.imshow(image)
-                ax.set_title(label, fontsize=7)
+        _draw_row(axes[row], cells)
     fig.tight_layout()
     return _save(fig, out_png)
 
@@ -274,6 +269,16 @@ def plot_sweep_curves(curves: Sequence[tuple[str, Sequence[tuple[int, float]], b
     return _save(fig, out_png)
 
 
+def _draw_row(axes_row, cells: list[tuple[np.ndarray, str]]) -> None:
+    """One rank-list row: each cell's thumbnail and caption, spare axes left blank."""
+    for col, ax in enumerate(axes_row):
+        ax.set_axis_off()
+        if col < len(cells):
+            image, label = cells[col]
+            ax.imshow(image)
+            ax.set_title(label, fontsize=7)
+
+
 def _thumb_bytes(data: bytes, colour: tuple[int, int, int]) -> np.ndarray:
     import io
 
@@ -323,11 +328,6 @@ def plot_search_results(
             gpid = int(gallery_pids[gi]) if labelled else -1
             colour = _QUERY if qpid < 0 or gpid < 0 else (_RIGHT if gpid == qpid else _WRONG)
             cells.append((_thumb_bytes(read(gallery_paths[gi]), colour), f"{rank}: {d:.3f}"))
-        for col, ax in enumerate(axes[row]):
-            ax.set_axis_off()
-            if col < len(cells):
-                image, label = cells[col]
-                ax.imshow(image)
-                ax.set_title(label, fontsize=7)
+        _draw_row(axes[row], cells)
     fig.tight_layout()
     return _save(fig, out_png)
