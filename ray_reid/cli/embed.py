@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ray_reid.cli.flags import setup_logging
+from ray_reid.cli.flags import command_parser, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ray-reid embed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("ray-reid embed", __doc__)
     parser.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT", help="run or checkpoint folder, or s3:// URI")
     parser.add_argument("--images", required=True, help="folder (searched recursively) or s3:// prefix of crops")
     parser.add_argument("--out", required=True, help="output folder or s3:// prefix for the shards")
@@ -28,8 +27,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="model actors (default: one per GPU, else one per CPU slot but one)")
     parser.add_argument("--strict", action="store_true", help="stop at the first undecodable file")
     parser.add_argument("--in-process", action="store_true", help="run in this process, without Ray")
-    parser.add_argument("--s3-endpoint", default=None, help="custom S3 endpoint (MinIO, Ceph, ...)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 

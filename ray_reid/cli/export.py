@@ -11,18 +11,16 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ray_reid.cli.flags import setup_logging
+from ray_reid.cli.flags import command_parser, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("ray-reid export", __doc__)
     parser.add_argument("run", help="run folder, checkpoint folder, or s3:// prefix of either")
     parser.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
     parser.add_argument("--out", default=None, help="folder, file (model.onnx / model.pt) or s3:// prefix "
                                                      "(default: <run>/export)")
     parser.add_argument("--check-batch", type=int, default=5, help="images in the PyTorch comparison batch")
-    parser.add_argument("--s3-endpoint", default=None, help="custom S3 endpoint (MinIO, Ceph, ...)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 

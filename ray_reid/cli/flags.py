@@ -121,6 +121,35 @@ def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None =
         raise SystemExit(f"error: {exc}") from None
 
 
+def command_parser(prog: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser of a command that is not a training run (embed, search, evaluate, export): its docstring as
+    help, and the two flags every one of them takes, ``--s3-endpoint`` and ``-v``."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--s3-endpoint", default=None, help="custom S3 endpoint (MinIO, Ceph, ...)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def add_rerank_arguments(parser: argparse.ArgumentParser, help_flag: str) -> None:
+    """``--rerank`` and its k1 / k2 / lambda, spelt and defaulted alike in ``evaluate`` and ``search``."""
+    parser.add_argument("--rerank", action="store_true", help=help_flag)
+    parser.add_argument("--rerank-k1", type=int, default=20, help="re-ranking k1 (default 20)")
+    parser.add_argument("--rerank-k2", type=int, default=6, help="re-ranking k2 (default 6)")
+    parser.add_argument("--rerank-lambda", type=float, default=0.3, help="re-ranking lambda (default 0.3)")
+
+
+def rerank_from_args(args: argparse.Namespace):
+    """The ``RerankConfig`` the re-ranking flags ask for (None without ``--rerank``); exits naming a bad value."""
+    if not args.rerank:
+        return None
+    from ray_reid.eval.rerank import RerankConfig
+
+    try:
+        return RerankConfig(k1=args.rerank_k1, k2=args.rerank_k2, lambda_value=args.rerank_lambda)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def setup_logging(verbose: bool = False, command: str = "ray-reid") -> None:
     """Our own lines on the console (libraries' chatter filtered, see ray_reid.logs); the whole log in a file."""
     path = logs.setup_logging(verbose, logs.default_log_file(command))

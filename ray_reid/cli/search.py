@@ -14,21 +14,17 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ray_reid.cli.flags import setup_logging
+from ray_reid.cli.flags import add_rerank_arguments, command_parser, rerank_from_args, setup_logging
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ray-reid search", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("ray-reid search", __doc__)
     parser.add_argument("index", metavar="INDEX", help="embedding folder (or s3:// prefix) written by embed")
     parser.add_argument("queries", metavar="QUERY_IMAGES", help="folder / s3:// prefix of crops, or an embedding folder")
     parser.add_argument("--top-k", type=int, default=10, help="hits per query (default 10)")
     parser.add_argument("--out", default=None, help="output folder or s3:// prefix (default: <INDEX>/search)")
     parser.add_argument("--skip-same-camera", action="store_true", help="drop hits from the query's camera")
-    parser.add_argument("--rerank", action="store_true", help="rank by k-reciprocal re-ranking")
-    parser.add_argument("--rerank-k1", type=int, default=20)
-    parser.add_argument("--rerank-k2", type=int, default=6)
-    parser.add_argument("--rerank-lambda", type=float, default=0.3)
+    add_rerank_arguments(parser, "rank by k-reciprocal re-ranking")
     parser.add_argument("--index-kind", choices=("auto", "flat", "ivfpq"), default="auto",
                         help="faiss index: flat (exact), ivfpq (millions of rows), auto (flat up to 2M rows)")
     parser.add_argument("--nlist", type=int, default=None, help="IVF cells (default 4*sqrt(N))")
@@ -37,8 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--evaluate", action="store_true", help="also write mAP/CMC (ids and cameras from names)")
     parser.add_argument("--model", default=None, help="checkpoint to embed queries with (default: the index's)")
     parser.add_argument("--plot", type=int, default=8, help="queries in rank_list.png (0: none)")
-    parser.add_argument("--s3-endpoint", default=None, help="custom S3 endpoint (MinIO, Ceph, ...)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
@@ -46,13 +40,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
     from ray_reid import run
-    from ray_reid.eval.rerank import RerankConfig
     from ray_reid.inference.search import IndexConfig
 
     out = args.out or f"{args.index.rstrip('/')}/search"
     try:
-        rerank = RerankConfig(k1=args.rerank_k1, k2=args.rerank_k2, lambda_value=args.rerank_lambda) \
-            if args.rerank else None
+        rerank = rerank_from_args(args)
         index_cfg = IndexConfig(kind=args.index_kind, nlist=args.nlist, nprobe=args.nprobe, pq_m=args.pq_m)
         result = run.search(args.index, args.queries, out, k=args.top_k, skip_same_camera=args.skip_same_camera,
                             rerank=rerank, evaluate=args.evaluate, index_cfg=index_cfg, model=args.model,
