@@ -6,6 +6,7 @@ value reads the same whichever section it is in, and names the valid choices whe
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +20,15 @@ def check_positive(obj: Any, section: str, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         check(isinstance(value, (int, float)) and value > 0, f"{section}.{name}", value, "a number > 0")
+
+
+def check_count(name: str, value: Any, *, optional: bool = False) -> None:
+    """``value`` must be an integer >= 1 (a bool is not; None too when ``optional``): sizes, counts and workers of the
+    estimators and jobs, which name the argument (``EmbedConfig.actors``) rather than a config key."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be {'None or ' if optional else ''}an integer >= 1, got {value!r}")
 
 
 def check_name(key: str, value: Any, valid: Iterable[str]) -> None:

@@ -24,6 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ray_reid.data.records import ImageRecord, ReidDataset
+from ray_reid.validation import check_count
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,7 @@ def _parallel_map(
     fn: Callable[[T], U], items: Sequence[T], *, workers: int, desc: str, progress: bool
 ) -> list[U]:
     """``fn`` over ``items`` on a thread pool (hashing is I/O and hashlib releases the GIL), in order."""
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_count("workers", workers)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         results = tqdm(pool.map(fn, items), total=len(items), desc=desc, unit="img", disable=not progress)
         return list(results)

@@ -33,6 +33,7 @@ from ray_reid.inference.shards import (
     shard_name,
     shard_table,
 )
+from ray_reid.validation import check_count
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +51,8 @@ class EmbedConfig:
 
     def __post_init__(self) -> None:
         for name in ("shard_size", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"EmbedConfig.{name} must be an integer >= 1, got {value!r}")
-        if self.actors is not None and (isinstance(self.actors, bool) or not isinstance(self.actors, int)
-                                        or self.actors < 1):
-            raise ValueError(f"EmbedConfig.actors must be None or an integer >= 1, got {self.actors!r}")
+            check_count(f"EmbedConfig.{name}", getattr(self, name))
+        check_count("EmbedConfig.actors", self.actors, optional=True)
         if isinstance(self.cpus_per_actor, bool) or not isinstance(self.cpus_per_actor, (int, float)) \
                 or not self.cpus_per_actor > 0:
             raise ValueError(f"EmbedConfig.cpus_per_actor must be a number > 0, got {self.cpus_per_actor!r}")

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from ray_reid.clustering.knn import _as_features, _gpu_search
+from ray_reid.validation import check_count
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,8 @@ class IndexConfig:
         if self.kind not in INDEX_KINDS:
             raise ValueError(f"IndexConfig.kind must be one of {INDEX_KINDS}, got {self.kind!r}")
         for name in ("pq_m", "nprobe"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"IndexConfig.{name} must be an integer >= 1, got {value!r}")
-        if self.nlist is not None and (isinstance(self.nlist, bool) or not isinstance(self.nlist, int)
-                                       or self.nlist < 1):
-            raise ValueError(f"IndexConfig.nlist must be None or an integer >= 1, got {self.nlist!r}")
+            check_count(f"IndexConfig.{name}", getattr(self, name))
+        check_count("IndexConfig.nlist", self.nlist, optional=True)
 
 
 class EmbeddingIndex:

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from ray_reid.inference.model import InferenceSpec
 from ray_reid.storage.s3 import is_s3_uri, pyarrow_filesystem
+from ray_reid.validation import check_count
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,7 @@ class ShardPlan:
     shard_size: int
 
     def __post_init__(self) -> None:
-        if isinstance(self.shard_size, bool) or not isinstance(self.shard_size, int) or self.shard_size < 1:
-            raise ValueError(f"shard_size must be an integer >= 1, got {self.shard_size!r}")
+        check_count("shard_size", self.shard_size)
         if not self.paths:
             raise ValueError("nothing to embed: the image list is empty")
         object.__setattr__(self, "paths", tuple(sorted(self.paths)))

@@ -43,6 +43,7 @@ from ray_reid.storage.bookkeeping import INDEX_NAME, LOCK_SUFFIX as _LOCK_SUFFIX
 from ray_reid.storage.bookkeeping import SIDECAR_SUFFIX as _SIDECAR_SUFFIX, TEMP_SUFFIX as _TEMP_SUFFIX
 from ray_reid.storage.bookkeeping import is_bookkeeping_name
 from ray_reid.storage.s3 import parse_s3_uri, s3_client
+from ray_reid.validation import check_count
 
 log = logging.getLogger(__name__)
 
@@ -240,8 +241,7 @@ def _remove_stale_temp_files(folder: Path) -> int:
 
 
 def _check_workers(workers: int) -> None:
-    if not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_count("workers", workers)
 
 
 def fetch_prefix(uri: str, cache_root: str | os.PathLike, *, workers: int = 16, endpoint_url: str | None = None,
