@@ -88,9 +88,10 @@ def train(cfg: TrainConfig) -> RunResult:
     if summary.get("skipped_images"):
         log.warning("%d undecodable images were skipped (data.on_bad_image=skip); see the warnings above",
                     summary["skipped_images"])
+    ari = summary["ari"]
     log.info("finished: mAP %.1f%% rank-1 %.1f%% (%d clusters, ARI %s) in %.0fs; results in %s",
              100 * (summary["mAP"] or 0), 100 * (summary["rank1"] or 0), summary["n_clusters"] or 0,
-             summary["ari"], summary["wall_seconds"], location)
+             "n/a" if ari is None else f"{ari:.3f}", summary["wall_seconds"], location)
     return RunResult(location=location, summary=summary, history=history,
                      checkpoint=locations.latest_checkpoint(location), config=cfg)
 
