@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._sphere_mixture import sphere_mixture
+from ray_reid.clustering.graph import KNN_INDEXES
 
 IDS_PER_IMAGE = 751 / 12936
 LAM = 0.05
@@ -164,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="NxD cases (add 300000x512 for the biggest)")
     p.add_argument("--dense-max", type=int, default=12936, help="run the dense path only up to this N")
     p.add_argument("--n-neighbors", type=int, default=20)
-    p.add_argument("--knn-index", default="auto", choices=("auto", "flat", "ivf"))
+    p.add_argument("--knn-index", default="auto", choices=KNN_INDEXES)
     p.add_argument("--timeout", type=float, default=1800, help="seconds allowed per clustering")
     p.add_argument("--gpu-bandwidth-tbs", type=float, default=3.0, help="model: effective gather bandwidth")
     p.add_argument("--gpu-tflops", type=float, default=50.0, help="model: fp32/tf32 matrix-product rate")

@@ -66,7 +66,9 @@ class ClusterConfig:
     connectivity: str = "auto"
     graph_above: int = 20_000  # dense float32 state for average linkage is 1.6 GB here, 4.3 GB at 32,621
     n_neighbors: int = 20
-    knn_index: str = "auto"  # flat (exact), ivf (faiss, approximate), auto (flat up to 50,000 rows on CPU)
+    # flat (exact), ivf (faiss, approximate), pca (exact search in a 128-d PCA projection, candidates
+    # re-ranked on the full features), auto (flat up to 50,000 rows on CPU, ivf beyond)
+    knn_index: str = "auto"
     # workers send embeddings as float16 once all views of all images take this many GB in float32
     fp16_shards_above_gb: float = 2.0
     # dbscan_jaccard

@@ -82,7 +82,8 @@ class HierarchicalSSE:
         k of the k-NN graph (neighbours besides the sample itself); ``>= N - 1`` is the
         complete graph, where the result equals the dense one.
     knn_index:
-        ``"flat"`` (exact), ``"ivf"`` (faiss inverted file, approximate) or ``"auto"`` (flat on
+        ``"flat"`` (exact), ``"ivf"`` (faiss inverted file, approximate), ``"pca"`` (exact search in
+        a 128-d PCA projection, 2k candidates re-ranked exactly) or ``"auto"`` (flat on
         a GPU or up to 50,000 samples, IVF beyond).
     view_weights:
         For ``fit({view: array, ...})`` with several views: the weight of each view's squared

@@ -50,7 +50,21 @@ def reid_metrics(
         distmat = k_reciprocal_rerank(q, g, rerank)
     else:
         distmat = compute_distmat(q, g)
-    cmc, m_ap = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=max(ranks))
+    return metrics_from_distances(distmat, q_pids, g_pids, q_camids, g_camids, ranks)
+
+
+def metrics_from_distances(distances: Any, q_pids: Any, g_pids: Any, q_camids: Any, g_camids: Any,
+                           ranks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
+    """:func:`reid_metrics` of a query × gallery distance already computed (an array, or an
+    object with ``shape`` and ``block(start, stop)`` such as re-ranked distances).
+
+    Lets a caller that needed the distances anyway (search ranks its hits by them) score them
+    without computing them a second time; k-reciprocal re-ranking is the costly case.
+    """
+    ranks = tuple(ranks)
+    if not ranks or any(isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1 for r in ranks):
+        raise ValueError(f"ranks must be a non-empty sequence of positive integers, got {ranks!r}")
+    cmc, m_ap = evaluate_rank(distances, q_pids, g_pids, q_camids, g_camids, max_rank=max(ranks))
     out = {"mAP": m_ap}
     out.update({f"rank{int(r)}": float(cmc[int(r) - 1]) for r in ranks})
     return out

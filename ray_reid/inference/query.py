@@ -88,7 +88,7 @@ def search_images(index_location: str, queries_location: str, out: str, *, k: in
     re-ranked distance instead (exact; memory O((Q + G)·k1)), for the hits and the metrics.
     """
     from ray_reid import locations
-    from ray_reid.eval.features import reid_metrics
+    from ray_reid.eval.features import l2_normalize, metrics_from_distances, reid_metrics
     from ray_reid.eval.plots import plot_search_results
 
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
@@ -101,8 +101,11 @@ def search_images(index_location: str, queries_location: str, out: str, *, k: in
     q_cams = cameras_of(q_paths)
     g_feats = gallery.features["global"]
     cams = {"query_cameras": q_cams, "gallery_cameras": gallery.cameras} if camera_filter else {}
+    reranked = None
     if rerank is not None:
-        dist, idx, _ = reranked_topk(q_feats, g_feats, k, rerank, **cams)
+        # normalised as reid_metrics normalises, so that --evaluate scores these very distances
+        q_feats, g_feats = l2_normalize(q_feats), l2_normalize(g_feats)
+        dist, idx, reranked = reranked_topk(q_feats, g_feats, k, rerank, **cams)
         how = f"k-reciprocal re-ranked (k1={rerank.k1}, k2={rerank.k2}, lambda={rerank.lambda_value:g})"
     else:
         index = EmbeddingIndex(g_feats, index_cfg)
@@ -116,7 +119,10 @@ def search_images(index_location: str, queries_location: str, out: str, *, k: in
             raise ValueError("evaluation needs identities and cameras in every file name (<pid>_c<camera>...); "
                              f"e.g. {q_paths[int(np.argmax(q_cams < 0))] if (q_cams < 0).any() else gallery.paths[0]}"
                              " has none")
-        metrics = reid_metrics(q_feats, g_feats, q_ids, g_ids, q_cams, gallery.cameras, rerank=rerank)
+        if reranked is not None:  # the re-ranked distances the hits came from: computed once
+            metrics = metrics_from_distances(reranked, q_ids, g_ids, q_cams, gallery.cameras)
+        else:
+            metrics = reid_metrics(q_feats, g_feats, q_ids, g_ids, q_cams, gallery.cameras)
         metrics.update(queries=len(q_paths), gallery=len(g_feats), rerank=rerank is not None)
         log.info("mAP %.1f%%  rank-1 %.1f%%  rank-5 %.1f%%  rank-10 %.1f%%  (%d queries, %d gallery, "
                  "Market-1501 protocol%s)", 100 * metrics["mAP"], 100 * metrics["rank1"], 100 * metrics["rank5"],

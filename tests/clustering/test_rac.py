@@ -11,7 +11,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from ray_reid.clustering import _rac
 from ray_reid.clustering._backend import cupy_available
-from ray_reid.clustering.graph import edges_from_matrix, edges_from_neighbours, knn_graph
+from ray_reid.clustering.graph import edges_from_matrix, edges_from_neighbours, knn_graph, pca_project, refine_neighbours
 from ray_reid.clustering.hierarchical import HierarchicalSSE
 
 # every linkage × regulariser whose cost is reducible (the _rac module docstring proves it);
@@ -144,6 +144,46 @@ def test_ivf_index_gives_a_usable_graph():
     assert adjusted_rand_score(truth, labels) > 0.99
 
 
+def test_pca_index_gives_the_exact_graph_when_the_data_lie_in_a_subspace():
+    # clusters in a 16-d subspace of 256 dimensions: the projection keeps every distance (up
+    # to the 1e-4 noise), so the candidates re-ranked exactly are the flat search's neighbours
+    rng = np.random.default_rng(2)
+    basis = np.linalg.qr(rng.standard_normal((256, 16)))[0]
+    truth = rng.integers(0, 12, 1500)
+    latent = 3 * rng.standard_normal((12, 16))[truth] + 0.5 * rng.standard_normal((1500, 16))
+    x = (latent @ basis.T + 1e-4 * rng.standard_normal((1500, 256))).astype(np.float32)
+    u_flat, v_flat = knn_graph(x, 8, device="cpu", index="flat")
+    u_pca, v_pca = knn_graph(x, 8, device="cpu", index="pca", pca_dims=16)
+    shared = set(zip(u_flat.tolist(), v_flat.tolist())) & set(zip(u_pca.tolist(), v_pca.tolist()))
+    assert len(shared) >= 0.99 * len(u_flat)
+    labels = HierarchicalSSE(12, lam=0.05, linkage="average", device="cpu", connectivity="knn",
+                             n_neighbors=8, knn_index="pca").fit_predict(x)
+    assert adjusted_rand_score(truth, labels) == 1.0
+
+
+def test_pca_projection_keeps_the_leading_subspace_and_its_distances():
+    rng = np.random.default_rng(4)
+    basis = np.linalg.qr(rng.standard_normal((64, 5)))[0]
+    x = (rng.standard_normal((3000, 5)) * [9, 7, 5, 3, 2]) @ basis.T + 1e-3 * rng.standard_normal((3000, 64))
+    y = pca_project(x.astype(np.float32), 5)
+    assert y.shape == (3000, 5) and y.dtype == np.float32
+    d_full = ((x[:50, None] - x[None, :50]) ** 2).sum(-1)
+    d_red = ((y[:50, None] - y[None, :50]) ** 2).sum(-1)
+    np.testing.assert_allclose(d_red, d_full, rtol=1e-3, atol=1e-2)
+    with pytest.raises(ValueError, match="dims must be a positive integer, got 0"):
+        pca_project(x, 0)
+
+
+def test_refine_keeps_the_exact_nearest_of_the_candidates():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((40, 7)).astype(np.float32)
+    cand = np.stack([rng.permutation(40)[:10] for _ in range(40)])
+    got = refine_neighbours(x, cand, 3)
+    d = ((x[:, None] - x[cand]) ** 2).sum(-1)
+    want = np.take_along_axis(cand, np.argsort(d, axis=1, kind="stable")[:, :3], axis=1)
+    np.testing.assert_array_equal(np.sort(got, axis=1), np.sort(want, axis=1))
+
+
 def test_fp16_input_is_accepted():
     rng = np.random.default_rng(3)
     x = rng.standard_normal((200, 16))
@@ -170,7 +210,7 @@ def test_edge_builders_symmetrise_and_drop_self_loops():
         ({"connectivity": None}, r"connectivity must be one of"),
         ({"connectivity": "knn", "n_neighbors": 0}, r"n_neighbors must be an integer >= 1, got 0"),
         ({"connectivity": "knn", "n_neighbors": 2.5}, r"n_neighbors must be an integer >= 1"),
-        ({"connectivity": "knn", "knn_index": "hnsw"}, r"knn_index must be one of \('auto', 'flat', 'ivf'\)"),
+        ({"connectivity": "knn", "knn_index": "hnsw"}, r"knn_index must be one of \('auto', 'flat', 'ivf', 'pca'\)"),
         ({"connectivity": "knn", "regularizer": "delta_sse", "lam": 0.1},
          r"delta_sse' with lam > 0 cannot run on a graph.*not reducible.*connectivity='dense'"),
         ({"connectivity": np.ones((4, 4))}, r"N×N adjacency matrix with N = 10"),

@@ -111,6 +111,25 @@ def test_search_gives_evaluates_rank1_and_map(embedded_split, tiny_synthetic_roo
     assert saved["mAP"] == pytest.approx(result.metrics["mAP"])
 
 
+def test_search_with_rerank_and_evaluate_reranks_once(embedded_split, tmp_path, monkeypatch):
+    """The hits and the metrics come from one re-ranked distance, not two computations of it."""
+    import ray_reid.eval.rerank as rerank_module
+    from ray_reid.inference.query import search_images
+
+    calls = []
+    real = rerank_module.k_reciprocal_rerank
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rerank_module, "k_reciprocal_rerank", counting)
+    result = search_images(str(embedded_split / "gallery"), str(embedded_split / "queries"), str(tmp_path / "s"),
+                           k=5, evaluate=True, rerank=RerankConfig(), plot_queries=0)
+    assert len(calls) == 1
+    assert result.metrics["rerank"] is True and 0 < result.metrics["mAP"] <= 1
+
+
 def test_queries_from_another_model_are_refused(embedded_split, tiny_synthetic_root, tmp_path):
     from reid_checkpoint import write_reid_checkpoint
 
