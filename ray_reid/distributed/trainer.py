@@ -40,18 +40,33 @@ class FitOutcome:
     run_path: str
 
 
+def scaling_config(run) -> ScalingConfig:
+    """Ray Train's scaling: ``num_workers`` fixed, or ``(min_workers, num_workers)`` for an elastic run.
+
+    Elastic (Ray 2.60 Train V2): each (re)start takes as many workers as the cluster's nodes can hold
+    now, between the two bounds; a lost node restarts the group smaller from the newest complete
+    checkpoint, and every ``elastic_resize_interval_s`` a running group checks whether it can grow
+    back (growing restarts it the same way, so it too costs at most the epoch in progress). The
+    worker loop reads the world size of its own start: shards, the actor's rendezvous, the sampler's
+    identity split and the loss weights follow it, the global batch does not change.
+    """
+    use_gpu = run.gpus_per_worker > 0
+    resources = {"CPU": run.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = run.gpus_per_worker
+    workers = run.num_workers if run.min_workers is None else (run.min_workers, run.num_workers)
+    return ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
+                         elastic_resize_monitor_interval_s=run.elastic_resize_interval_s)
+
+
 def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> TorchTrainer:
     use_gpu = cfg.run.gpus_per_worker > 0
     filesystem, path = pyarrow_filesystem(cfg.run.storage_path, cfg.run.s3_endpoint)
-    resources = {"CPU": cfg.run.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = cfg.run.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker=train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "actor": actor, "run_uri": locations.run_dir(cfg)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=scaling_config(cfg.run),
         run_config=RunConfig(
             name=cfg.run.name,
             storage_path=path,
