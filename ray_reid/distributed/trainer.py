@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray_reid import locations
 from ray_reid.config import TrainConfig
 from ray_reid.distributed.actor import get_or_create_actor
+from ray_reid.distributed.elastic import CapacityClaim, actor_bundle
 from ray_reid.distributed.placement import (
     ActorPlacement,
     check_storage_shared,
@@ -106,8 +108,12 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None, actor_name: str | No
     where = wait_until_placed(actor, placement, timeout_s=cfg.run.placement_timeout_s)
     log.info("ClusteringActor runs on node %s (%s)", where["node_id"][:8], where["device"])
     trainer = build_trainer(cfg, actor, callbacks=callbacks)
+    # elastic: Ray Train sizes each start from the nodes' total resources; take the actor's share out first
+    claim = CapacityClaim(f"ray_reid_clusterer_{cfg.run.name}", actor_bundle(placement.options)) \
+        if cfg.run.min_workers is not None else contextlib.nullcontext()
     try:
-        result = trainer.fit()
+        with claim:
+            result = trainer.fit()
     finally:
         ray.kill(actor, no_restart=True)
     remove_orphans(run_uri, [c.path for c, _ in (result.best_checkpoints or [])], endpoint_url=cfg.run.s3_endpoint,

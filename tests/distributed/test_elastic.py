@@ -76,3 +76,5 @@ def test_elastic_run_shrinks_when_a_node_goes_and_grows_back_with_the_same_globa
     # the checkpoints agree with the history the run returned
     assert all(history[s["epoch"]]["world_size"] == s["world_size"] for s in observed["seen"].values())
     assert history[-1]["n_clusters"] >= 1 and 0.0 <= history[-1]["mAP"] <= 1.0
+    # the actor sat on the clusterer node all along (the driver logs where it runs)
+    assert f"ClusteringActor runs on node {observed['clusterer_node'][:8]}" in (tmp_path / "elastic.log").read_text()
