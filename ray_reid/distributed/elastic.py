@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 EXPIRE_S = 180.0
 REFRESH_S = 30.0
 CALL_TIMEOUT_S = 10.0
+#: The first request may have to wait for the coordinator actor to start (a new process importing
+#: ray.data: a minute on a loaded 2-core host). It must land before Ray Train's own request, which
+#: goes first otherwise (same priority, earlier request) and may take the clusterer node's share.
+FIRST_CALL_TIMEOUT_S = 300.0
 
 
 def actor_bundle(options: Mapping[str, Any]) -> dict[str, float]:
@@ -60,20 +64,20 @@ class CapacityClaim:
         )
 
         self._coordinator = get_or_create_autoscaling_coordinator()
-        if self._request():
+        if self._request(FIRST_CALL_TIMEOUT_S):
             log.info("elastic run: the ClusteringActor's %s is set aside from Ray Train's worker capacity",
                      self.bundle)
         self._thread = threading.Thread(target=self._refresh, daemon=True, name="ray-reid-capacity-claim")
         self._thread.start()
         return self
 
-    def _request(self) -> bool:
+    def _request(self, timeout_s: float = CALL_TIMEOUT_S) -> bool:
         from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import ResourceRequestPriority
 
         try:
             ray.get(self._coordinator.request_resources.remote(
                 requester_id=self.requester_id, resources=[self.bundle], expire_after_s=EXPIRE_S,
-                priority=ResourceRequestPriority.HIGH), timeout=CALL_TIMEOUT_S)
+                priority=ResourceRequestPriority.HIGH), timeout=timeout_s)
             return True
         except (ray.exceptions.RayError, TimeoutError) as exc:
             log.warning("could not register the ClusteringActor's %s with Ray's autoscaling coordinator (%s): "
