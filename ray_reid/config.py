@@ -167,6 +167,10 @@ class RunSection:
     name: str = "reid"
     storage_path: str = "runs"
     num_workers: int = 2
+    # Elastic training (Ray Train's ScalingConfig(num_workers=(min, max))): the run goes on with as few as
+    # min_workers when spot nodes go, and grows back to num_workers; None = a fixed num_workers.
+    min_workers: int | None = None
+    elastic_resize_interval_s: float = 60.0  # how often a running elastic group checks for capacity to grow
     gpus_per_worker: float = 0.0
     cpus_per_worker: float = 1.0
     seed: int = 0
@@ -187,6 +191,11 @@ class RunSection:
         check(self.placement_timeout_s > 0, "run.placement_timeout_s", self.placement_timeout_s, "a number > 0")
         check(bool(self.name) and "/" not in self.name, "run.name", self.name, "a non-empty name without '/'")
         check(self.num_workers >= 0, "run.num_workers", self.num_workers, "an integer >= 0 (0 = in-process)")
+        if self.min_workers is not None:
+            check(1 <= self.min_workers <= self.num_workers, "run.min_workers", self.min_workers,
+                  f"an integer in [1, run.num_workers={self.num_workers}] (the elastic lower bound), or none")
+        check(self.elastic_resize_interval_s > 0, "run.elastic_resize_interval_s", self.elastic_resize_interval_s,
+              "a number > 0")
         check(self.gpus_per_worker >= 0, "run.gpus_per_worker", self.gpus_per_worker, "a number >= 0")
         check(self.cpus_per_worker > 0, "run.cpus_per_worker", self.cpus_per_worker, "a number > 0")
         check_positive(self, "run", "eval_every", "log_every")
@@ -203,11 +212,13 @@ class TrainConfig:
     run: RunSection = field(default_factory=RunSection)
 
     def __post_init__(self) -> None:
+        # optim.p is the global batch's identities, split over the ranks of each (re)start (data.sampler.
+        # split_identities): every rank of the largest group needs one at least.
         world = max(1, self.run.num_workers)
-        if self.optim.p % world:
+        if self.optim.p < world:
             raise ValueError(
-                f"config value optim.p={self.optim.p} is invalid: expected a multiple of run.num_workers={world} "
-                "(each rank draws p/num_workers identities)"
+                f"config value optim.p={self.optim.p} is invalid: expected at least run.num_workers={world} "
+                "identities per global batch (each rank draws a share of them, one at least)"
             )
 
     def to_dict(self) -> dict[str, Any]:

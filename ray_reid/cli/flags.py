@@ -44,7 +44,8 @@ CONFIG_FLAGS: dict[str, tuple[str, type, str]] = {
     "k": ("optim.k", int, "images per identity"),
     "lr": ("optim.lr", float, "learning rate"),
     "mu": ("optim.distill_weight", float, "distillation weight mu (with --teacher)"),
-    "workers": ("run.num_workers", int, "Ray Train workers (0 = in-process, no Ray)"),
+    "workers": ("run.num_workers", str, "Ray Train workers: N, or MIN-MAX for elastic training on nodes that come "
+                "and go (e.g. 2-8; the global batch stays fixed); 0 = in-process, no Ray"),
     "gpus-per-worker": ("run.gpus_per_worker", float, "GPUs per worker"),
     "cpus-per-worker": ("run.cpus_per_worker", float, "CPUs per worker"),
     "storage-path": ("run.storage_path", str, "where runs and checkpoints go (folder or s3://)"),
@@ -77,6 +78,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Iterable[s
                              "unchanged) [optim.amp]")
     parser.add_argument("--save-embeddings", action="store_true", default=None,
                         help="write per-epoch embeddings and pseudo-labels as Parquet")
+    # --- elastic / storage flags (issue 13) ---
+    parser.add_argument("--shared-storage", action="store_true", default=None,
+                        help="the local --storage-path is mounted on every node (NFS, EFS): allow it on a "
+                             "multi-node cluster [run.shared_storage]")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -89,6 +94,10 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag.replace("-", "_"), None)
         if value is not None:
             overrides[key] = value
+    if "run.num_workers" in overrides:
+        overrides.update(parse_workers(overrides.pop("run.num_workers")))
+    if getattr(args, "shared_storage", None):
+        overrides["run.shared_storage"] = True
     if args.batch:
         try:
             p, k = (int(x) for x in args.batch.lower().split("x"))
@@ -105,6 +114,21 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--set {item!r}: expected SECTION.KEY=VALUE")
         overrides[key.strip()] = value.strip()
     return overrides
+
+
+def parse_workers(text: str | int) -> dict[str, Any]:
+    """``--workers N`` (fixed) or ``--workers MIN-MAX`` (elastic) as config overrides."""
+    value = str(text).strip()
+    low, sep, high = value.partition("-")
+    try:
+        if not sep:
+            return {"run.num_workers": int(value), "run.min_workers": None}
+        lo, hi = int(low), int(high)
+    except ValueError:
+        raise ValueError(f"--workers {text!r}: expected a count (4) or an elastic range MIN-MAX (2-8)") from None
+    if not 1 <= lo <= hi:
+        raise ValueError(f"--workers {text!r}: an elastic range needs 1 <= MIN <= MAX")
+    return {"run.num_workers": hi, "run.min_workers": lo}
 
 
 def config_from_args(args: argparse.Namespace, defaults: dict[str, Any] | None = None) -> TrainConfig:

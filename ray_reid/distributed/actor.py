@@ -36,6 +36,7 @@ class ClusteringService:
         self._shards: dict[int, dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
         self._results: dict[int, PseudoLabels | BaseException] = {}
         self._running: set[int] = set()
+        self._world: dict[int, int] = {}  # world size of the group whose shards of an epoch are pending
 
     def device(self) -> str:
         from ray_reid.clustering._backend import cupy_available
@@ -50,6 +51,7 @@ class ClusteringService:
                                    copy=True) for view, arr in features.items()}
         with self._cond:
             if epoch not in self._results:
+                self._drop_other_world(epoch, world_size)
                 self._shards.setdefault(epoch, {})[rank] = (indices, features)
                 if len(self._shards[epoch]) == world_size and epoch not in self._running:
                     self._running.add(epoch)
@@ -73,6 +75,22 @@ class ClusteringService:
         if isinstance(result, BaseException):
             raise result
         return result
+
+    def _drop_other_world(self, epoch: int, world_size: int) -> None:
+        """Forget shards of ``epoch`` sent by a worker group of another size (caller holds the lock).
+
+        A group that dies mid-rendezvous leaves the shards its ranks had sent; an elastic restart
+        with fewer or more workers cuts the images into other shards, so those can never complete
+        the new group's set (and would mix two shardings). Shards of a same-size restart are kept:
+        rank r's shard is the same images, extracted from the same checkpoint, and is overwritten.
+        """
+        if self._world.get(epoch, world_size) != world_size and epoch in self._shards:
+            stale = self._shards.pop(epoch)
+            log.info("epoch %d: %d shard(s) of a %d-worker group dropped, a %d-worker group took over",
+                     epoch, len(stale), self._world[epoch], world_size)
+        self._world[epoch] = world_size
+        for old in [e for e in self._world if e <= epoch - self.keep_epochs]:
+            del self._world[old]
 
     def _cluster(self, epoch: int, n_total: int, shards: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]):
         order = sorted(shards)

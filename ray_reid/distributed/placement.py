@@ -169,7 +169,8 @@ def check_storage_shared(storage_path: str, *, shared: bool, nodes: Sequence[Map
     growing = [t.name for t in declared.values() if t.max_workers > 0]
     if len(nodes) < 2 and not growing:
         return StorageCheck(True)
-    names = [str(n.get("address", n.get("node_id", "?"))) for n in nodes]
+    # the address alone is ambiguous when several nodes share a host (containers, a test cluster)
+    names = [f"{n.get('address', '?')} (node {str(n.get('node_id', '?'))[:8]})" for n in nodes]
     more = f" and the autoscaler may add nodes of type {', '.join(growing)}" if growing else ""
     return StorageCheck(False, (
         f"run.storage_path {storage_path!r} is a local folder, but the cluster has {len(nodes)} node(s) "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from ray_reid import locations
 from ray_reid.config import TrainConfig
 from ray_reid.distributed.actor import get_or_create_actor
+from ray_reid.distributed.elastic import CapacityClaim, actor_bundle
 from ray_reid.distributed.placement import (
     ActorPlacement,
     check_storage_shared,
@@ -40,18 +42,33 @@ class FitOutcome:
     run_path: str
 
 
+def scaling_config(run) -> ScalingConfig:
+    """Ray Train's scaling: ``num_workers`` fixed, or ``(min_workers, num_workers)`` for an elastic run.
+
+    Elastic (Ray 2.60 Train V2): each (re)start takes as many workers as the cluster's nodes can hold
+    now, between the two bounds; a lost node restarts the group smaller from the newest complete
+    checkpoint, and every ``elastic_resize_interval_s`` a running group checks whether it can grow
+    back (growing restarts it the same way, so it too costs at most the epoch in progress). The
+    worker loop reads the world size of its own start: shards, the actor's rendezvous, the sampler's
+    identity split and the loss weights follow it, the global batch does not change.
+    """
+    use_gpu = run.gpus_per_worker > 0
+    resources = {"CPU": run.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = run.gpus_per_worker
+    workers = run.num_workers if run.min_workers is None else (run.min_workers, run.num_workers)
+    return ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources,
+                         elastic_resize_monitor_interval_s=run.elastic_resize_interval_s)
+
+
 def build_trainer(cfg: TrainConfig, actor, *, callbacks: list | None = None) -> TorchTrainer:
     use_gpu = cfg.run.gpus_per_worker > 0
     filesystem, path = pyarrow_filesystem(cfg.run.storage_path, cfg.run.s3_endpoint)
-    resources = {"CPU": cfg.run.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = cfg.run.gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker=train_loop_per_worker,
         train_loop_config={"config": cfg.to_dict(), "actor": actor, "run_uri": locations.run_dir(cfg)},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(num_workers=cfg.run.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=scaling_config(cfg.run),
         run_config=RunConfig(
             name=cfg.run.name,
             storage_path=path,
@@ -91,8 +108,12 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None, actor_name: str | No
     where = wait_until_placed(actor, placement, timeout_s=cfg.run.placement_timeout_s)
     log.info("ClusteringActor runs on node %s (%s)", where["node_id"][:8], where["device"])
     trainer = build_trainer(cfg, actor, callbacks=callbacks)
+    # elastic: Ray Train sizes each start from the nodes' total resources; take the actor's share out first
+    claim = CapacityClaim(f"ray_reid_clusterer_{cfg.run.name}", actor_bundle(placement.options)) \
+        if cfg.run.min_workers is not None else contextlib.nullcontext()
     try:
-        result = trainer.fit()
+        with claim:
+            result = trainer.fit()
     finally:
         ray.kill(actor, no_restart=True)
     remove_orphans(run_uri, [c.path for c, _ in (result.best_checkpoints or [])], endpoint_url=cfg.run.s3_endpoint,

@@ -22,7 +22,7 @@ from ray_reid.config import TrainConfig
 from ray_reid.data.image_folder import RecordImageDataset
 from ray_reid.data.records import ReidDataset
 from ray_reid.data.resolve import load_configured_dataset
-from ray_reid.data.sampler import PseudoIdentitySampler
+from ray_reid.data.sampler import PseudoIdentitySampler, rank_loss_weight, split_identities
 from ray_reid.data.transforms import test_transform, train_transform
 from ray_reid.engine.checkpoint import load_checkpoint, save_checkpoint
 from ray_reid.engine.context import WorkerContext
@@ -109,8 +109,11 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
     true_ids = np.array([r.pid for r in train])
     camids = np.array([r.camid for r in train])
     world = ctx.world_size
-    p_local = cfg.optim.p // world
-    batch_local = p_local * cfg.optim.k
+    # The global batch (optim.p identities x k) is fixed; this (re)start's world size only decides how it is
+    # split, so an elastic run that shrinks or grows keeps the same step (sampler and loss weight follow).
+    shares = split_identities(cfg.optim.p, world)
+    batch_local = shares[ctx.rank] * cfg.optim.k
+    loss_weight = rank_loss_weight(cfg.optim.p, world, ctx.rank)
 
     tf_train, tf_test = train_transform(cfg.data), test_transform(cfg.data)
     model = build_model(cfg.model).to(ctx.device)
@@ -142,7 +145,8 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         if ctx.rank == 0:
             log.info(msg)
 
-    say(f"{dataset.summary()}; {world} worker(s), batch {cfg.optim.p}x{cfg.optim.k}, "
+    say(f"{dataset.summary()}; {world} worker(s), batch {cfg.optim.p}x{cfg.optim.k}"
+        + (f" (identities per rank {shares})" if world > 1 else "") + ", "
         f"epochs {start_epoch}..{n_epochs - 1}"
         + (f" (epoch 0 on the teacher's labels at {cfg.optim.teacher_epoch_iters:g}x iterations)" if warmup else "")
         + (f"; clustering schedule continues from the teacher's step {schedule_offset}" if schedule_offset else ""))
@@ -167,12 +171,13 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         }
         sampler = PseudoIdentitySampler(pseudo.labels, camids, num_instances=cfg.optim.k, batch_size=batch_local,
                                         num_iterations=iters, rank=ctx.rank, world_size=world,
-                                        seed=cfg.run.seed, epoch=epoch)
+                                        seed=cfg.run.seed, epoch=epoch, global_batch_size=cfg.optim.p * cfg.optim.k)
         loader = DataLoader(train_set, batch_size=batch_local, sampler=sampler, drop_last=True,
                             num_workers=cfg.data.loader_workers, persistent_workers=False)
         train_metrics = train_one_epoch(model, loader, pseudo.labels, memories, optimizer, cfg.optim, epoch=epoch,
                                         device=ctx.device, teacher=teacher, on_log=say,
-                                        log_every=cfg.run.log_every, update_memory=not from_teacher)
+                                        log_every=cfg.run.log_every, update_memory=not from_teacher,
+                                        loss_weight=loss_weight)
         scheduler.step()
         t3 = time.perf_counter()
         metrics: dict[str, Any] = {
@@ -182,6 +187,8 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
             "n_outliers": pseudo.n_outliers,
             "cluster_target": pseudo.target,
             "labels_from": "teacher" if from_teacher else "model",
+            "world_size": world,
+            "global_batch": sum(ctx.all_gather(batch_local)),  # the same every epoch, whatever the world size
             "extract_seconds": t1 - t0,
             "cluster_seconds": t2 - t1,
             "train_seconds": t3 - t2,

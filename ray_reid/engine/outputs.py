@@ -43,6 +43,9 @@ def summarize(history: list[dict[str, Any]], cfg: TrainConfig, wall_seconds: flo
         best = max(evaluated, key=lambda r: r["mAP"])
         summary["best_mAP"] = best["mAP"]
         summary["best_epoch"] = int(best["epoch"])
+    sizes = sorted({int(row["world_size"]) for row in history if "world_size" in row})
+    if sizes:  # an elastic run's groups had these sizes over its epochs (one size for a fixed run)
+        summary["world_sizes"] = sizes
     if "skipped_images" in last:  # on_bad_image="skip": how many undecodable files were left out
         summary["skipped_images"] = int(last["skipped_images"])
     summary["wall_seconds"] = wall_seconds

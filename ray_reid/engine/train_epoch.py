@@ -44,11 +44,14 @@ def train_one_epoch(
     on_log: Callable[[str], None] | None = None,
     log_every: int = 10,
     update_memory: bool = True,
+    loss_weight: float = 1.0,
 ) -> dict[str, float]:
     """Run ``len(loader)`` iterations; return mean losses and throughput for the epoch.
 
     ``update_memory=False`` keeps the memories frozen (a student's first epoch uses the
-    teacher's memories as fixed targets). The teacher runs in the BatchNorm mode of
+    teacher's memories as fixed targets). ``loss_weight`` scales what is back-propagated, not the
+    loss reported: a rank holding a larger or smaller share of the global batch than 1/world
+    (:func:`ray_reid.data.sampler.rank_loss_weight`). The teacher runs in the BatchNorm mode of
     ``cfg.teacher_bn`` for the epoch and is put back in its previous mode afterwards.
     """
     model.train()
@@ -58,14 +61,15 @@ def train_one_epoch(
         teacher.train(cfg.teacher_bn == "train")
     try:
         return _train_steps(model, loader, labels, memories, optimizer, cfg, epoch=epoch, device=device,
-                            teacher=teacher, on_log=on_log, log_every=log_every, update_memory=update_memory)
+                            teacher=teacher, on_log=on_log, log_every=log_every, update_memory=update_memory,
+                            loss_weight=loss_weight)
     finally:
         if teacher is not None:
             teacher.train(teacher_was_training)
 
 
 def _train_steps(model, loader, labels, memories, optimizer, cfg: OptimConfig, *, epoch, device, teacher, on_log,
-                 log_every, update_memory) -> dict[str, float]:
+                 log_every, update_memory, loss_weight=1.0) -> dict[str, float]:
     views = tuple(memories)
     weights = view_loss_weights(views, cfg.parts_weight)
     scaler = grad_scaler(device, cfg.amp)
@@ -107,7 +111,7 @@ def _train_steps(model, loader, labels, memories, optimizer, cfg: OptimConfig, *
                 "is written from this state"
             )
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        scaler.scale(loss * loss_weight if loss_weight != 1.0 else loss).backward()
         scaler.step(optimizer)
         scaler.update()
         if update_memory:

@@ -33,3 +33,22 @@ def test_negative_loader_workers_is_refused_naming_the_key():
 def test_loader_workers_must_be_an_integer():
     with pytest.raises(SystemExit):
         train_cli.build_parser().parse_args(["--loader-workers", "two"])
+
+
+@pytest.mark.parametrize("value, want", [("4", (4, None)), ("2-8", (8, 2)), ("3-3", (3, 3)), ("0", (0, None))])
+def test_workers_is_a_count_or_an_elastic_range(value, want):
+    cfg = config_from_args(train_cli.build_parser().parse_args(["--workers", value, "--p", "8"]))
+    assert (cfg.run.num_workers, cfg.run.min_workers) == want
+
+
+@pytest.mark.parametrize("value, match", [("two", "expected a count"), ("8-2", "1 <= MIN <= MAX"),
+                                          ("0-4", "1 <= MIN <= MAX"), ("2-", "expected a count")])
+def test_bad_worker_ranges_are_refused_naming_the_flag(value, match):
+    with pytest.raises(SystemExit, match=match):
+        config_from_args(train_cli.build_parser().parse_args(["--workers", value]))
+
+
+def test_shared_storage_flag_reaches_the_config():
+    parser = train_cli.build_parser()
+    assert config_from_args(parser.parse_args(["--shared-storage"])).run.shared_storage is True
+    assert config_from_args(parser.parse_args([])).run.shared_storage is False

@@ -120,3 +120,76 @@ def test_all_outliers_and_mismatched_lengths():
         make(np.full(4, -1), np.zeros(4, dtype=int))
     with pytest.raises(ValueError, match="same length"):
         make(np.zeros(4, dtype=int), np.zeros(3, dtype=int))
+
+
+def test_split_identities_tiles_the_global_batch():
+    from ray_reid.data.sampler import split_identities
+
+    assert split_identities(16, 3) == [6, 5, 5]
+    assert split_identities(16, 4) == [4, 4, 4, 4]
+    assert split_identities(5, 1) == [5]
+    for p in range(1, 20):
+        for world in range(1, p + 1):
+            shares = split_identities(p, world)
+            assert sum(shares) == p and max(shares) - min(shares) <= 1 and min(shares) >= 1
+    with pytest.raises(ValueError, match="cannot feed 5 ranks"):
+        split_identities(4, 5)
+
+
+def test_loss_weights_make_the_ddp_average_the_global_batch_mean():
+    # DDP averages the ranks' gradients; with the weights that average must be the mean over all P*K images.
+    import torch
+
+    from ray_reid.data.sampler import rank_loss_weight, split_identities
+
+    torch.manual_seed(0)
+    p, k = 7, 3
+    w = torch.randn(5, requires_grad=True)
+    x = torch.randn(p * k, 5)
+    full = (x @ w).pow(2).mean()
+    (want,) = torch.autograd.grad(full, w)
+    for world in (1, 2, 3, 7):
+        shares, start, grads = split_identities(p, world), 0, []
+        for rank, share in enumerate(shares):
+            rows = x[start * k:(start + share) * k]
+            start += share
+            loss = (rows @ w).pow(2).mean() * rank_loss_weight(p, world, rank)
+            grads.append(torch.autograd.grad(loss, w)[0])
+        torch.testing.assert_close(torch.stack(grads).mean(0), want)
+    assert rank_loss_weight(16, 4, 2) == 1.0  # equal shares: nothing changes
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4])
+def test_uneven_ranks_draw_the_whole_global_batch_once(data, world):
+    from ray_reid.data.sampler import split_identities
+
+    labels, cams = data
+    p, k = 5, 2
+    shares = split_identities(p, world)
+    per_rank = [make(labels, cams, num_instances=k, batch_size=share * k, global_batch_size=p * k, rank=r,
+                     world_size=world).indices().reshape(5, share * k) for r, share in enumerate(shares)]
+    for it in range(5):
+        seen = [set(labels[b[it]]) for b in per_rank]
+        assert [len(s) for s in seen] == shares
+        assert len(set().union(*seen)) == p  # disjoint, together the P identities of one global step
+
+
+def test_global_batch_is_the_same_draw_whatever_the_world_size(data):
+    # the identities of each global step do not depend on how many ranks share them
+    from ray_reid.data.sampler import split_identities
+
+    labels, cams = data
+    p, k = 6, 2
+
+    def step_ids(world):
+        parts = [make(labels, cams, num_instances=k, batch_size=s * k, global_batch_size=p * k, rank=r,
+                      world_size=world, seed=1).indices().reshape(5, s * k) for r, s in enumerate(split_identities(p, world))]
+        return [set().union(*(set(labels[b[it]]) for b in parts)) for it in range(5)]
+
+    assert step_ids(1) == step_ids(2) == step_ids(4)
+
+
+def test_a_rank_batch_that_is_not_its_share_is_refused(data):
+    labels, cams = data
+    with pytest.raises(ValueError, match="rank 1 of 3 holds 2 of the global batch's 7 identities"):
+        make(labels, cams, num_instances=2, batch_size=6, global_batch_size=14, rank=1, world_size=3)

@@ -81,3 +81,24 @@ def test_nan_embeddings_are_refused_naming_the_view():
     service = ClusteringService(ClusterConfig().__dict__)
     with pytest.raises(ValueError, match="view 'global' hold NaN or inf in 1 of 24 rows"):
         service.submit(0, len(x), 1, 0, np.arange(len(x)), {"global": x}, timeout=30)
+
+
+def test_a_restarted_group_of_another_size_completes_the_epoch_left_half_sent():
+    # A 3-worker group dies after rank 0 sent its shard of epoch 0; the elastic restart has 2 workers.
+    x = blobs()
+    cfg = ClusterConfig(method="hc_sse", min_clusters_ratio=4 / 24, merge_percent=0.9)
+    service = ClusteringService(cfg.__dict__)
+    stale = shard_indices(len(x), 0, 3)
+    with pytest.raises(TimeoutError, match="only 1 of 3"):
+        service.submit(0, len(x), 3, 0, stale, {"global": x[stale]}, timeout=0.2)
+    results, errors = submit_all(service, x, world=2)
+    assert not errors
+    single = ClusteringService(cfg.__dict__).submit(0, len(x), 1, 0, np.arange(len(x)), {"global": x})
+    for res in results:
+        np.testing.assert_array_equal(res.labels, single.labels)
+    # and growing back: a 3-worker group after a 1-worker one left a shard of epoch 1
+    half = shard_indices(len(x), 1, 2)
+    with pytest.raises(TimeoutError, match="only 1 of 2"):
+        service.submit(1, len(x), 2, 1, half, {"global": x[half]}, timeout=0.2)
+    results, errors = submit_all(service, x, world=3, epoch=1)
+    assert not errors and all(r is not None and r.n_clusters >= 1 for r in results)

@@ -101,3 +101,30 @@ def test_checkpoints_on_s3_are_found_validated_and_copied(s3, tmp_path):
     assert (found.name, found.epoch) == ("checkpoint_b", 1) and list(rejected) == ["checkpoint_c"]
     assert found.local_path == tmp_path / "work" / "checkpoint_b" and check_complete(found.local_path) == (1, None)
     assert not (tmp_path / "work" / "checkpoint_c").exists()  # a rejected download is not kept
+
+
+class _Payload:
+    """An object a weights-only load refuses: what a crafted state.pt carries instead of tensors."""
+
+
+def test_resume_deletes_cut_short_checkpoints_and_refuses_an_unsafe_one_without_deleting_it(tmp_path):
+    from ray_reid.engine.checkpoint import UnsafeCheckpointError, checkpoint_to_resume
+
+    run = tmp_path / "run"
+    write_epoch(run, "checkpoint_a", 0)
+    cut = write_epoch(run, "checkpoint_b", 1)
+    (cut / STATE_FILE).write_bytes((cut / STATE_FILE).read_bytes()[:200])  # an upload cut short by a kill
+    chosen = checkpoint_to_resume(str(run))
+    assert (chosen.name, chosen.epoch) == ("checkpoint_a", 0)
+    assert checkpoint_names(str(run)) == ["checkpoint_a"]  # the cut-short folder is gone
+
+    # a state.pt carrying pickled objects (no digest in its meta, so it is loaded to be checked): refused
+    # loudly and kept as evidence, never passed over for an older epoch or deleted
+    evil = write_epoch(run, "checkpoint_c", 2)
+    torch.save({"epoch": 2, "model": _Payload()}, evil / STATE_FILE)
+    meta = json.loads((evil / META_FILE).read_text())
+    del meta["state_sha256"], meta["state_bytes"]
+    (evil / META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(UnsafeCheckpointError, match="cannot be loaded safely"):
+        checkpoint_to_resume(str(run))
+    assert checkpoint_names(str(run)) == ["checkpoint_a", "checkpoint_c"]
