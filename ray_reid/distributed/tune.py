@@ -118,6 +118,7 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: SweepConfi
     folder = trial_folder(sweep_storage, sweep.name, context.get_trial_dir())
     cfg = config_from_dict(base, {**config, "run.name": "train", "run.storage_path": folder})
     log.info("trial %s: %s -> %s", trial_id, config, folder)
+    use_endpoint(cfg.run.s3_endpoint)  # before the first look at the trial's folder, which may be in the bucket
     bundle = dict(actor or actor_bundle(sweep))
     options: dict[str, Any] = {"num_cpus": bundle.pop("CPU"), "num_gpus": bundle.pop("GPU", 0.0)}
     if bundle:
