@@ -250,12 +250,12 @@ def admit_sweep(base_cfg: TrainConfig, sweep: SweepConfig) -> tuple[SweepConfig,
     """Place the trials' actors and admit the sweep against what the cluster can scale to (see
     :func:`ray_reid.tuning.space.admit`); returns the sweep with its concurrency set, and the clusterer pinning."""
     from ray_reid.distributed.placement import (
-        cluster_capacity, declared_node_types, head_resources_from_config, live_nodes, node_types_from_config,
-        read_autoscaler_config, trial_clusterer,
+        cluster_capacity, head_resources_from_config, live_nodes, node_types_from_config, read_autoscaler_config,
+        trial_clusterer,
     )
 
     raw = read_autoscaler_config()
-    declared = node_types_from_config(raw) if raw else declared_node_types()
+    declared = node_types_from_config(raw)
     nodes = live_nodes()
     clusterer = trial_clusterer(requested=base_cfg.run.clusterer_resource, nodes=nodes, declared=declared,
                                 clusterer_cpus=sweep.clusterer_cpus, clusterer_gpus=sweep.clusterer_gpus)
