@@ -182,7 +182,9 @@ def wait_for_resources(resources: Mapping[str, float], *, why: str, timeout_s: f
     demand and starts a node of a type that has them (the same signal a pending actor gives). On a
     timeout the probe is cancelled and TimeoutError names the resources.
     """
-    ref = _node_id.options(resources=dict(resources)).remote()
+    custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
+    ref = _node_id.options(num_cpus=resources.get("CPU", 0), num_gpus=resources.get("GPU", 0),
+                           resources=custom).remote()  # Ray takes CPU/GPU only as num_cpus/num_gpus
     try:
         return _wait_visibly(ref, what=str(dict(resources)), why=why, timeout_s=timeout_s,
                              report_every_s=report_every_s, clock=clock)
