@@ -61,7 +61,7 @@ CONFIG_FLAGS: dict[str, tuple[str, type, str]] = {
 
 def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Iterable[str] = ()) -> argparse.ArgumentParser:
     """Add ``--config``, the config flags (minus ``exclude``), ``--set``, ``--batch``, ``--amp``, ``--save-embeddings``,
-    ``-v``."""
+    ``--clusterer-resource``, ``--placement-timeout``, ``-v``."""
     excluded = set(exclude)
     unknown = excluded - set(CONFIG_FLAGS)
     assert not unknown, f"cannot exclude unknown flags {sorted(unknown)}"
@@ -82,6 +82,14 @@ def add_config_arguments(parser: argparse.ArgumentParser, *, exclude: Iterable[s
     parser.add_argument("--shared-storage", action="store_true", default=None,
                         help="the local --storage-path is mounted on every node (NFS, EFS): allow it on a "
                              "multi-node cluster [run.shared_storage]")
+    # placement on an autoscaling cluster (README "Running on a cluster")
+    parser.add_argument("--clusterer-resource", action="store_true", default=None,
+                        help="put the ClusteringActor (every trial's, in a sweep) on a node with the 'clusterer' "
+                             "resource and wait for one to join, even when no autoscaler config declares it "
+                             "[run.clusterer_resource]")
+    parser.add_argument("--placement-timeout", type=float, default=None, metavar="SECONDS",
+                        help="how long to wait for the clusterer node before failing with what was waited for "
+                             "[run.placement_timeout_s, default 1800]")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
@@ -108,6 +116,10 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
         overrides["optim.amp"] = args.amp
     if args.save_embeddings:
         overrides["run.save_embeddings"] = True
+    if getattr(args, "clusterer_resource", None):
+        overrides["run.clusterer_resource"] = True
+    if getattr(args, "placement_timeout", None) is not None:
+        overrides["run.placement_timeout_s"] = args.placement_timeout
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():

@@ -12,7 +12,12 @@ and learning_curves.png. With RAY_ADDRESS set it joins that cluster; otherwise i
 private local Ray.
 
 Per trial the cluster must hold 0.5 CPU (trial function) + --clusterer-cpus (its ClusteringActor) +
---workers × --cpus-per-worker (its TorchTrainer); the sweep runs at most as many trials at once as fit.
+--workers × --cpus-per-worker (its TorchTrainer). The sweep is admitted against what the cluster can
+scale to (the autoscaler's node types × max_workers on a `ray up` cluster, or --max-cluster-gpus), and
+runs at most as many trials at once as that largest cluster holds; fewer nodes today is a warning, and
+the trials' pending requests make the autoscaler add nodes. When the cluster declares a `clusterer`
+node type (or --clusterer-resource), every trial's ClusteringActor runs there, the sweep waiting for
+that node up to --placement-timeout seconds.
 """
 
 from __future__ import annotations
@@ -52,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--clusterer-gpus", type=float, default=0.0, help="GPUs of each trial's ClusteringActor")
     parser.add_argument("--sweep-name", default="tune", help="rerunning the same name resumes the sweep")
     parser.add_argument("--storage-path", default="runs/tune", help="sweep folder root (local or s3://)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="where the table, best config and pictures go (default: the sweep folder when local)")
+    parser.add_argument("--out", default=None,
+                        help="folder or s3://bucket/prefix for the table, best config and pictures (default: the "
+                             "sweep folder, in the bucket when --storage-path is s3://)")
+    parser.add_argument("--max-cluster-gpus", type=float, default=None,
+                        help="the most GPUs the cluster can scale to, for admitting the sweep when no autoscaler "
+                             "config says (a cluster smaller today is a warning, not a refusal)")
     parser.add_argument("--resume-errored", action="store_true", help="on resume, also retry errored trials")
     parser.add_argument("--sampler-seed", type=int, default=None, help="seed of the Optuna sampler")
     return parser
@@ -75,7 +84,7 @@ def parse(argv: Sequence[str] | None = None):
                             scheduler=args.scheduler, grace_period=args.grace_period,
                             reduction_factor=args.reduction_factor, clusterer_cpus=args.clusterer_cpus,
                             clusterer_gpus=args.clusterer_gpus, resume_errored=args.resume_errored,
-                            seed=args.sampler_seed)
+                            seed=args.sampler_seed, max_cluster_gpus=args.max_cluster_gpus)
         check_searchable(space, sweep.search)  # a space the searcher cannot use fails before Ray starts
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None

@@ -12,6 +12,7 @@ the autoscaler's config (``available_node_types``), which the launcher leaves on
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -51,8 +52,14 @@ def node_types_from_config(raw: Mapping[str, Any]) -> dict[str, NodeType]:
     return types
 
 
-def declared_node_types(path: str | os.PathLike | None = None) -> dict[str, NodeType]:
-    """Node types the cluster's autoscaler may start; ``{}`` on a cluster without an autoscaler config."""
+def head_resources_from_config(raw: Mapping[str, Any]) -> dict[str, float] | None:
+    """What the head node type offers (it never grows), or None when the config names no head type."""
+    head = (raw.get("available_node_types") or {}).get(raw.get("head_node_type"))
+    return dict(head.get("resources") or {}) if isinstance(head, Mapping) else None
+
+
+def read_autoscaler_config(path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The autoscaler's cluster config as a dict; ``{}`` on a cluster without one (a laptop, a hand-made cluster)."""
     path = path or os.environ.get(AUTOSCALING_CONFIG_ENV) or DEFAULT_AUTOSCALING_CONFIG
     file = Path(path).expanduser()
     if not file.is_file():
@@ -62,7 +69,12 @@ def declared_node_types(path: str | os.PathLike | None = None) -> dict[str, Node
     except (OSError, yaml.YAMLError) as exc:
         log.warning("cannot read the autoscaler config %s (%s): planning with the nodes present now", file, exc)
         return {}
-    return node_types_from_config(raw if isinstance(raw, dict) else {})
+    return raw if isinstance(raw, dict) else {}
+
+
+def declared_node_types(path: str | os.PathLike | None = None) -> dict[str, NodeType]:
+    """Node types the cluster's autoscaler may start; ``{}`` on a cluster without an autoscaler config."""
+    return node_types_from_config(read_autoscaler_config(path))
 
 
 def live_nodes() -> list[dict[str, Any]]:
@@ -122,15 +134,10 @@ def clusterer_placement(*, requested: bool, nodes: Sequence[Mapping[str, Any]], 
                           fallback=True)
 
 
-def wait_until_placed(handle, placement: ActorPlacement, *, timeout_s: float, report_every_s: float = 30.0,
-                      clock=time.monotonic) -> dict[str, str]:
-    """Block until the actor runs (returns its ``where()``), saying what it waits for while it waits.
-
-    Raises TimeoutError naming the resource after ``timeout_s``; the pending actor is killed so
-    the autoscaler stops asking for a node nobody will use.
-    """
+def _wait_visibly(ref, *, what: str, why: str, timeout_s: float, report_every_s: float, clock) -> Any:
+    """``ray.get(ref)`` once it is ready, logging what it waits for every ``report_every_s``; TimeoutError after
+    ``timeout_s`` (the caller cancels what it started)."""
     start = clock()
-    ref = handle.where.remote()
     while True:
         left = timeout_s - (clock() - start)
         ready, _ = ray.wait([ref], timeout=max(0.0, min(report_every_s, left)))
@@ -138,15 +145,150 @@ def wait_until_placed(handle, placement: ActorPlacement, *, timeout_s: float, re
             return ray.get(ref)
         waited = clock() - start
         if waited >= timeout_s:
-            ray.kill(handle, no_restart=True)
-            what = placement.waits_for or placement.options
             raise TimeoutError(
-                f"the ClusteringActor waited {waited:.0f}s for a node with {what} and none joined "
-                f"(placement: {placement.reason}); start such a node (autoscaler node type, or "
-                f"`ray start --resources='{{\"{CLUSTERER_RESOURCE}\": 1}}'`), or raise run.placement_timeout_s")
-        log.info("waiting for a node with %s for the ClusteringActor (%.0fs of %.0fs): the autoscaler starts one "
-                 "when the cluster declares it; nodes now: %d", placement.waits_for or placement.options, waited,
-                 timeout_s, len(live_nodes()))
+                f"the {why} waited {waited:.0f}s for a node with {what} and none joined; start such a node "
+                f"(autoscaler node type, or `ray start --resources='{{\"{CLUSTERER_RESOURCE}\": 1}}'`), or raise "
+                "run.placement_timeout_s (--placement-timeout)")
+        log.info("waiting for a node with %s for the %s (%.0fs of %.0fs): the autoscaler starts one when the "
+                 "cluster declares it; nodes now: %d", what, why, waited, timeout_s, len(live_nodes()))
+
+
+def wait_until_placed(handle, placement: ActorPlacement, *, timeout_s: float, report_every_s: float = 30.0,
+                      clock=time.monotonic) -> dict[str, str]:
+    """Block until the actor runs (returns its ``where()``), saying what it waits for while it waits.
+
+    Raises TimeoutError naming the resource after ``timeout_s``; the pending actor is killed so
+    the autoscaler stops asking for a node nobody will use.
+    """
+    try:
+        return _wait_visibly(handle.where.remote(), what=str(placement.waits_for or placement.options),
+                             why=f"ClusteringActor (placement: {placement.reason})", timeout_s=timeout_s,
+                             report_every_s=report_every_s, clock=clock)
+    except TimeoutError:
+        ray.kill(handle, no_restart=True)
+        raise
+
+
+@ray.remote(num_cpus=0)
+def _node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+def wait_for_resources(resources: Mapping[str, float], *, why: str, timeout_s: float, report_every_s: float = 30.0,
+                       clock=time.monotonic) -> str:
+    """Block until a node offering ``resources`` is up (returns its node id), saying what it waits for.
+
+    The probe is a zero-CPU task that asks for ``resources``: while it pends, the autoscaler sees the
+    demand and starts a node of a type that has them (the same signal a pending actor gives). On a
+    timeout the probe is cancelled and TimeoutError names the resources.
+    """
+    custom = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
+    ref = _node_id.options(num_cpus=resources.get("CPU", 0), num_gpus=resources.get("GPU", 0),
+                           resources=custom).remote()  # Ray takes CPU/GPU only as num_cpus/num_gpus
+    try:
+        return _wait_visibly(ref, what=str(dict(resources)), why=why, timeout_s=timeout_s,
+                             report_every_s=report_every_s, clock=clock)
+    except TimeoutError:
+        ray.cancel(ref, force=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ClusterCapacity:
+    """The cluster's resources now, and the most it can scale to (with where that figure comes from)."""
+
+    now: dict[str, float]
+    most: dict[str, float]
+    source: str
+
+
+def _sum_resources(nodes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for node in nodes:
+        for key, value in node["resources"].items():
+            if not key.startswith("node:") and not key.startswith("accelerator_type:"):
+                total[key] = total.get(key, 0.0) + float(value)
+    return total
+
+
+def cluster_capacity(*, nodes: Sequence[Mapping[str, Any]], declared: Mapping[str, NodeType],
+                     head: Mapping[str, float] | None = None, max_cluster_gpus: float | None = None
+                     ) -> ClusterCapacity:
+    """What the cluster holds now and what it *can* hold: the head plus every declared node type at its
+    ``max_workers`` (nodes added by hand count too), with the GPUs the user states (``--max-cluster-gpus``)
+    replacing the GPU figure. Without an autoscaler config the most is what is present now.
+    """
+    now = _sum_resources(nodes)
+    if declared:
+        most = {k: float(v) for k, v in (head or {}).items()}
+        for node_type in declared.values():
+            for key, value in node_type.resources.items():
+                most[key] = most.get(key, 0.0) + float(value) * node_type.max_workers
+        for key, value in now.items():
+            most[key] = max(most.get(key, 0.0), value)
+        source = "the autoscaler config (head + " + ", ".join(
+            f"{t.max_workers} × {t.name}" for t in declared.values()) + ")"
+    else:
+        most, source = dict(now), "the nodes present now (no autoscaler config)"
+    if max_cluster_gpus is not None:
+        most["GPU"] = float(max_cluster_gpus)
+        source += f", GPUs from --max-cluster-gpus {max_cluster_gpus:g}"
+    return ClusterCapacity(now=now, most=most, source=source)
+
+
+@dataclass(frozen=True)
+class TrialClusterer:
+    """What each trial's ClusteringActor asks for on top of its CPUs/GPUs, and how many trials fit that node."""
+
+    resources: dict[str, float]
+    gpus: float
+    slots: int | None
+    reason: str
+
+
+def _floor4(value: float) -> float:
+    """Round down to Ray's resource granularity (1e-4), so ``slots`` shares never exceed the whole."""
+    return math.floor(value * 10_000) / 10_000
+
+
+#: A trial's share of the ``clusterer`` resource when the node's size is unknown (``--clusterer-resource`` alone).
+UNKNOWN_NODE_SHARE = 0.01
+
+
+def trial_clusterer(*, requested: bool, nodes: Sequence[Mapping[str, Any]], declared: Mapping[str, NodeType],
+                    clusterer_cpus: float, clusterer_gpus: float) -> TrialClusterer | None:
+    """Pin every trial's ClusteringActor to the ``clusterer`` node when the cluster declares (or the user asks
+    for) one; None when nothing does (trials' actors go wherever their CPUs fit, as before).
+
+    Each actor takes ``1/slots`` of the resource, ``slots`` being how many actors the node's CPUs (and GPUs, when
+    ``clusterer_gpus`` is set) hold, so the trials share the node instead of queueing for one unit. When the node
+    has a GPU and no ``--clusterer-gpus`` is given, each actor takes the same share of that GPU: the clustering
+    then runs on it (CuPy) rather than leaving the paid GPU idle during the sweep.
+    """
+    carriers = [dict(t.resources) for t in declared.values() if t.resources.get(CLUSTERER_RESOURCE, 0) >= 1]
+    source = "node type of the autoscaler config"
+    if not carriers:
+        carriers = [dict(n["resources"]) for n in nodes if n["resources"].get(CLUSTERER_RESOURCE, 0) >= 1]
+        source = "node present"
+    if not carriers:
+        if not requested:
+            return None
+        return TrialClusterer({CLUSTERER_RESOURCE: UNKNOWN_NODE_SHARE}, clusterer_gpus, None,
+                              f"on the {CLUSTERER_RESOURCE!r} node (--clusterer-resource; its size is unknown "
+                              f"until it joins, so each trial takes {UNKNOWN_NODE_SHARE} of it)")
+    node = min(carriers, key=lambda r: r.get("CPU", 0))  # several declarations: plan for the smallest
+    limits = [math.floor(node.get("CPU", 0) / clusterer_cpus + 1e-9)] if clusterer_cpus > 0 else []
+    if clusterer_gpus > 0:
+        limits.append(math.floor(node.get("GPU", 0) / clusterer_gpus + 1e-9))
+    slots = min(limits) if limits else 1
+    if slots < 1:
+        raise ValueError(f"each trial's ClusteringActor asks for {clusterer_cpus:g} CPU / {clusterer_gpus:g} GPU but "
+                         f"the {CLUSTERER_RESOURCE!r} node offers {node}: lower --clusterer-cpus / --clusterer-gpus")
+    gpus = clusterer_gpus
+    if gpus == 0 and node.get("GPU", 0) >= 1:
+        gpus = _floor4(min(node["GPU"], 1.0) / slots)
+    return TrialClusterer({CLUSTERER_RESOURCE: _floor4(1.0 / slots)}, gpus, slots,
+                          f"on the {CLUSTERER_RESOURCE!r} node ({source} {node}: {slots} trial actor(s) at once)")
 
 
 @dataclass(frozen=True)

@@ -23,13 +23,15 @@ import yaml
 from ray_reid import locations
 from ray_reid.atomic import atomic_write
 from ray_reid.config import TrainConfig, absolute_paths, config_from_dict
+from ray_reid.distributed.placement import TrialClusterer
 from ray_reid.logs import quiet_console
+from ray_reid.storage import pyarrow_filesystem, use_endpoint
 from ray_reid.tuning.results import (
     METRIC, MODE, MU_KEY, TIME_ATTR, SweepOutcome, best_trial, trial_table, tune_row, write_sweep_outputs,
 )
 from ray_reid.tuning.space import (
-    FUNCTION_CPUS, SearchDim, SweepConfig, check_searchable, parse_search_space, per_trial_resources, space_to_dict,
-    trials_that_fit,
+    FUNCTION_CPUS, SearchDim, SweepConfig, admit, check_searchable, parse_search_space, per_trial_resources,
+    space_to_dict,
 )
 
 log = logging.getLogger(__name__)
@@ -55,14 +57,27 @@ def to_param_space(space: Mapping[str, SearchDim], search: str) -> dict[str, Any
     return out
 
 
-def trial_resources(sweep: SweepConfig):
-    """Tune's reservation: bundle 0 runs the trial function, bundle 1 holds the trial's ClusteringActor."""
+def actor_bundle(sweep: SweepConfig, clusterer: TrialClusterer | None = None) -> dict[str, float]:
+    """What each trial's ClusteringActor holds: its CPUs, its GPUs (a share of the clusterer node's GPU when that
+    node has one), and its share of the ``clusterer`` resource, which pins it to that node."""
+    bundle: dict[str, float] = {"CPU": sweep.clusterer_cpus}
+    gpus = clusterer.gpus if clusterer is not None else sweep.clusterer_gpus
+    if gpus > 0:
+        bundle["GPU"] = gpus
+    if clusterer is not None:
+        bundle.update(clusterer.resources)
+    return bundle
+
+
+def trial_resources(sweep: SweepConfig, clusterer: TrialClusterer | None = None):
+    """Tune's reservation: bundle 0 runs the trial function, bundle 1 holds the trial's ClusteringActor.
+
+    A bundle that asks for the ``clusterer`` resource stays pending until that node has joined: Tune
+    keeps the trial PENDING meanwhile, and the pending placement group is the autoscaler's demand.
+    """
     from ray.tune import PlacementGroupFactory
 
-    actor_bundle: dict[str, float] = {"CPU": sweep.clusterer_cpus}
-    if sweep.clusterer_gpus > 0:
-        actor_bundle["GPU"] = sweep.clusterer_gpus
-    return PlacementGroupFactory([{"CPU": FUNCTION_CPUS}, actor_bundle])
+    return PlacementGroupFactory([{"CPU": FUNCTION_CPUS}, actor_bundle(sweep, clusterer)])
 
 
 def _make_report_callback(last: dict[str, float]):
@@ -86,7 +101,8 @@ def trial_folder(sweep_storage: str, sweep_name: str, trial_dir: str) -> str:
     return locations.join(sweep_storage, sweep_name, Path(trial_dir).name)
 
 
-def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: SweepConfig, sweep_storage: str) -> None:
+def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: SweepConfig, sweep_storage: str,
+              actor: dict[str, float] | None = None) -> None:
     """One Tune trial = one whole distributed training (resumes its own Train checkpoint if restarted)."""
     from ray import tune
     from ray.util.placement_group import get_current_placement_group
@@ -102,7 +118,11 @@ def run_trial(config: dict[str, Any], *, base: dict[str, Any], sweep: SweepConfi
     folder = trial_folder(sweep_storage, sweep.name, context.get_trial_dir())
     cfg = config_from_dict(base, {**config, "run.name": "train", "run.storage_path": folder})
     log.info("trial %s: %s -> %s", trial_id, config, folder)
-    options: dict[str, Any] = {"num_cpus": sweep.clusterer_cpus, "num_gpus": sweep.clusterer_gpus}
+    use_endpoint(cfg.run.s3_endpoint)  # before the first look at the trial's folder, which may be in the bucket
+    bundle = dict(actor or actor_bundle(sweep))
+    options: dict[str, Any] = {"num_cpus": bundle.pop("CPU"), "num_gpus": bundle.pop("GPU", 0.0)}
+    if bundle:
+        options["resources"] = bundle  # the clusterer share: the actor takes what its bundle reserved
     pg = get_current_placement_group()
     if pg is not None:
         options["scheduling_strategy"] = PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=1)
@@ -142,21 +162,25 @@ def _normalise(base: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def build_tuner(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: SweepConfig,
-                callbacks: Sequence[Any] | None = None):
+                callbacks: Sequence[Any] | None = None, clusterer: TrialClusterer | None = None):
     """A new Tuner, or the restored one when this sweep's folder already holds Tune state.
 
     Returns the tuner, the experiment path, and the base config and space the trials train with (on restore,
     the ones saved when the sweep started).
 
     ``callbacks`` (``ray.tune.Callback``) apply to a new sweep only: a restored one keeps its saved run config.
+    On ``s3://`` Tune keeps its state in the bucket through a pyarrow S3 filesystem pointed at
+    ``run.s3_endpoint`` (MinIO, Ceph, ...), so a restore works from any machine that can reach the store.
     """
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     storage = locations.absolute(sweep.storage_path)
     experiment_path = f"{storage.rstrip('/')}/{sweep.name}"
+    filesystem, storage_in_fs = pyarrow_filesystem(storage, base_cfg.run.s3_endpoint)
+    experiment_in_fs = f"{storage_in_fs.rstrip('/')}/{sweep.name}"
     base = _normalise(absolute_paths(base_cfg.to_dict()))
-    if tune.Tuner.can_restore(experiment_path):
+    if tune.Tuner.can_restore(experiment_in_fs, storage_filesystem=filesystem):
         saved = _read_saved_base(experiment_path)
         if saved is not None:
             if _normalise(saved["base"]) != base:
@@ -164,11 +188,12 @@ def build_tuner(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Sw
                             "(%s); start a new --sweep-name to train another", sweep.name, BASE_CONFIG_FILE)
             base = _normalise(saved["base"])
             space = parse_search_space(saved["space"], source=f"{experiment_path}/{BASE_CONFIG_FILE}")
-        trainable = _trainable(base, sweep, storage)
+        trainable = _trainable(base, sweep, storage, clusterer)
         log.info("restoring sweep %s from %s (unfinished trials continue, finished ones are kept)", sweep.name,
                  experiment_path)
-        return tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
-                                  resume_errored=sweep.resume_errored), experiment_path, base, dict(space)
+        return tune.Tuner.restore(experiment_in_fs, trainable=trainable, resume_unfinished=True,
+                                  resume_errored=sweep.resume_errored, storage_filesystem=filesystem
+                                  ), experiment_path, base, dict(space)
 
     if MU_KEY in space and not base_cfg.run.teacher:
         log.warning("%s (mu) is searched but run.teacher is not set: distillation is off, so mu changes nothing "
@@ -190,12 +215,12 @@ def build_tuner(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Sw
     param_space = to_param_space(space, sweep.search)
     _save_base(experiment_path, base, space)
     tuner = tune.Tuner(
-        _trainable(base, sweep, storage),
+        _trainable(base, sweep, storage, clusterer),
         param_space=param_space,
         tune_config=tune.TuneConfig(metric=METRIC, mode=MODE, scheduler=scheduler, search_alg=search_alg,
                                     num_samples=sweep.num_samples,
                                     max_concurrent_trials=sweep.max_concurrent_trials),
-        run_config=tune.RunConfig(name=sweep.name, storage_path=storage,
+        run_config=tune.RunConfig(name=sweep.name, storage_path=storage_in_fs, storage_filesystem=filesystem,
                                   callbacks=logger_callbacks(base_cfg.run.mlflow_uri, sweep.name) + list(callbacks or [])),
     )
     return tuner, experiment_path, base, dict(space)
@@ -213,43 +238,76 @@ def logger_callbacks(mlflow_uri: str | None, experiment: str) -> list:
     return out
 
 
-def _trainable(base: dict[str, Any], sweep: SweepConfig, storage: str):
+def _trainable(base: dict[str, Any], sweep: SweepConfig, storage: str, clusterer: TrialClusterer | None = None):
     from ray import tune
 
-    fn = tune.with_parameters(run_trial, base=base, sweep=sweep, sweep_storage=storage)
-    return tune.with_resources(fn, trial_resources(sweep))
+    fn = tune.with_parameters(run_trial, base=base, sweep=sweep, sweep_storage=storage,
+                              actor=actor_bundle(sweep, clusterer))
+    return tune.with_resources(fn, trial_resources(sweep, clusterer))
+
+
+def admit_sweep(base_cfg: TrainConfig, sweep: SweepConfig) -> tuple[SweepConfig, TrialClusterer | None]:
+    """Place the trials' actors and admit the sweep against what the cluster can scale to (see
+    :func:`ray_reid.tuning.space.admit`); returns the sweep with its concurrency set, and the clusterer pinning."""
+    from ray_reid.distributed.placement import (
+        cluster_capacity, head_resources_from_config, live_nodes, node_types_from_config, read_autoscaler_config,
+        trial_clusterer,
+    )
+
+    raw = read_autoscaler_config()
+    declared = node_types_from_config(raw)
+    nodes = live_nodes()
+    clusterer = trial_clusterer(requested=base_cfg.run.clusterer_resource, nodes=nodes, declared=declared,
+                                clusterer_cpus=sweep.clusterer_cpus, clusterer_gpus=sweep.clusterer_gpus)
+    capacity = cluster_capacity(nodes=nodes, declared=declared, head=head_resources_from_config(raw),
+                                max_cluster_gpus=sweep.max_cluster_gpus)
+    admission = admit(capacity.now, capacity.most, base_cfg, sweep, source=capacity.source,
+                      actor_gpus=clusterer.gpus if clusterer else None,
+                      clusterer_slots=clusterer.slots if clusterer else None)
+    for warning in admission.warnings:
+        log.warning("%s", warning)
+    need = per_trial_resources(base_cfg, sweep, clusterer.gpus if clusterer else None)
+    log.info("each trial holds %s; running up to %d at once (%d fit today's nodes, %d the largest cluster: %s)",
+             need, admission.max_concurrent, admission.fits_now, admission.fits_most, capacity.source)
+    if clusterer is not None:
+        log.info("trial ClusteringActors placed %s: %s", clusterer.reason, actor_bundle(sweep, clusterer))
+    else:
+        log.info("trial ClusteringActors go wherever their CPUs fit: no node declares a %r resource "
+                 "(--clusterer-resource to ask for one)", "clusterer")
+    return _replace(sweep, max_concurrent_trials=admission.max_concurrent), clusterer
 
 
 def run_sweep(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: SweepConfig,
               out_dir: str | os.PathLike | None = None, callbacks: Sequence[Any] | None = None) -> SweepOutcome:
-    """Run or resume the sweep, then write the trial table, the best config and the pictures."""
+    """Run or resume the sweep, then write the trial table, the best config and the pictures.
+
+    ``out_dir`` (a folder or ``s3://`` prefix) defaults to the sweep's own folder, in the bucket too when the
+    sweep's storage is on S3 (never the job's temporary working directory on the head).
+    """
     import ray
 
     if base_cfg.run.num_workers < 1:
         raise ValueError("run.num_workers=0 trains in-process without Ray; every trial is a Ray Train run: "
                          "use --workers 1 or more")
+    use_endpoint(base_cfg.run.s3_endpoint)
+    clusterer = None
     if ray.is_initialized():
-        cluster = ray.cluster_resources()
-        fits = trials_that_fit(cluster, base_cfg, sweep)
-        need = per_trial_resources(base_cfg, sweep)
-        if fits < 1:
-            raise ValueError(f"one trial needs {need} (function {FUNCTION_CPUS} CPU + clusterer + workers) but the "
-                             f"cluster has CPU={cluster.get('CPU', 0)}, GPU={cluster.get('GPU', 0)}: lower "
-                             "--workers / --cpus-per-worker / --clusterer-cpus")
-        if sweep.max_concurrent_trials is None:
-            sweep = _replace(sweep, max_concurrent_trials=fits)
-        elif sweep.max_concurrent_trials > fits:
-            log.warning("--max-concurrent-trials %d > %d trials that fit now (each needs %s): trials past %d wait "
-                        "for their workers unless the cluster scales up", sweep.max_concurrent_trials, fits, need,
-                        fits)
-        log.info("each trial holds %s; running up to %d at once", need, sweep.max_concurrent_trials)
-    tuner, experiment_path, base, space = build_tuner(base_cfg, space, sweep, callbacks)
+        sweep, clusterer = admit_sweep(base_cfg, sweep)
+        if clusterer is not None:
+            from ray_reid.distributed.placement import wait_for_resources
+
+            node = wait_for_resources(clusterer.resources, why="sweep's trial ClusteringActors",
+                                      timeout_s=base_cfg.run.placement_timeout_s)
+            log.info("the %r node %s is up: trials start", "clusterer", node[:8])
+    tuner, experiment_path, base, space = build_tuner(base_cfg, space, sweep, callbacks, clusterer)
     grid = tuner.fit()
     rows, curves = trial_table(grid, space, config_from_dict(base).optim.epochs)
-    local_out = Path(out_dir) if out_dir is not None else (
-        Path(experiment_path) if not locations.is_uri(experiment_path) else Path("runs") / sweep.name)
+    out = locations.absolute(out_dir if out_dir is not None else experiment_path)
     outcome = SweepOutcome(experiment_path=experiment_path, rows=rows, curves=curves, best=best_trial(grid, rows))
-    outcome.files = write_sweep_outputs(local_out, rows, curves, outcome.best, config_from_dict(base), space, sweep)
+    with locations.writable_dir(out) as folder:
+        written = write_sweep_outputs(folder, rows, curves, outcome.best, config_from_dict(base), space, sweep)
+    outcome.files = {kind: (path if not locations.is_uri(out) else locations.join(out, path.name))
+                     for kind, path in written.items()}
     return outcome
 
 

@@ -12,6 +12,7 @@ import csv
 import io
 import logging
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -43,7 +44,7 @@ class SweepOutcome:
     rows: list[dict[str, Any]]
     curves: dict[str, list[tuple[int, float]]]
     best: dict[str, Any] | None
-    files: dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path | str] = field(default_factory=dict)  # local paths, or URIs on s3://
 
 
 def tune_row(row: Mapping[str, Any], last: dict[str, float]) -> dict[str, Any]:
@@ -107,7 +108,7 @@ def trial_table(grid, space: Mapping[str, SearchDim], configured_epochs: int
             "epochs_run": epochs_run, "epochs_configured": configured_epochs,
             "stopped_early": (not errored) and epochs_run < configured_epochs,
             "status": "ERROR" if errored else "TERMINATED",
-            "error": (str(result.error).splitlines() or [""])[0][:200] if errored else "",
+            "error": error_summary(result.error) if errored else "",
             "path": result.path,
         })
         rows.append(row)
@@ -115,6 +116,16 @@ def trial_table(grid, space: Mapping[str, SearchDim], configured_epochs: int
                             if r.get("mAP_evaluated", True) and _finite(r.get(METRIC)) is not None]
     rows.sort(key=lambda r: r["trial_id"])
     return rows, curves
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def error_summary(error: BaseException) -> str:
+    """The line of a trial's error that says what went wrong: the last line of the traceback Ray wraps it in
+    (``RuntimeError: ...``), not the ``ray::ImplicitFunc.train() (pid=..., ...)`` header that comes first."""
+    lines = [line.strip() for line in _ANSI.sub("", str(error)).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:200]
 
 
 def best_trial(grid, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:

@@ -14,6 +14,11 @@ GPUs), outside Tune's view. A trial therefore needs ``FUNCTION_CPUS + clusterer_
 cpus_per_worker`` CPUs; the sweep runs at most ``floor(cluster CPUs / that)`` trials at once
 (likewise for GPUs), otherwise trials would hold their Tune bundles while their workers wait
 forever for CPUs another trial holds.
+
+"Cluster" here means the largest cluster it can scale to (:func:`admit`): on an autoscaling cluster
+the worker pool may be empty when the sweep is submitted, and it is the trials' pending requests
+that make the autoscaler start nodes, so admitting against today's nodes would refuse a sweep the
+cluster is about to hold.
 """
 
 from __future__ import annotations
@@ -147,6 +152,7 @@ class SweepConfig:
     clusterer_gpus: float = 0.0
     resume_errored: bool = False
     seed: int | None = None
+    max_cluster_gpus: float | None = None  # the most GPUs the cluster can scale to, when no autoscaler config says
 
     def __post_init__(self) -> None:
         if not self.name or "/" in self.name:
@@ -163,22 +169,70 @@ class SweepConfig:
             raise ValueError(f"--grace-period {self.grace_period} is invalid: expected an integer >= 1")
         if self.reduction_factor <= 1:
             raise ValueError(f"--reduction-factor {self.reduction_factor} is invalid: expected a number > 1")
+        if self.max_cluster_gpus is not None and self.max_cluster_gpus < 0:
+            raise ValueError(f"--max-cluster-gpus {self.max_cluster_gpus} is invalid: expected a number >= 0")
         if self.clusterer_cpus < 0 or self.clusterer_gpus < 0 or self.clusterer_cpus + self.clusterer_gpus <= 0:
             raise ValueError(f"clusterer resources cpus={self.clusterer_cpus}, gpus={self.clusterer_gpus} are "
                              "invalid: expected non-negative numbers, not both zero")
 
 
-def per_trial_resources(cfg: TrainConfig, sweep: SweepConfig) -> dict[str, float]:
-    """What one trial holds while it runs: its Tune bundles plus the TorchTrainer's workers."""
+def per_trial_resources(cfg: TrainConfig, sweep: SweepConfig, actor_gpus: float | None = None) -> dict[str, float]:
+    """What one trial holds while it runs: its Tune bundles plus the TorchTrainer's workers (``actor_gpus``
+    replaces ``sweep.clusterer_gpus`` when the actor takes a share of the clusterer node's GPU)."""
     workers = max(1, cfg.run.num_workers)
+    gpus = sweep.clusterer_gpus if actor_gpus is None else actor_gpus
     return {"CPU": FUNCTION_CPUS + sweep.clusterer_cpus + workers * cfg.run.cpus_per_worker,
-            "GPU": sweep.clusterer_gpus + workers * cfg.run.gpus_per_worker}
+            "GPU": gpus + workers * cfg.run.gpus_per_worker}
 
 
-def trials_that_fit(cluster: Mapping[str, float], cfg: TrainConfig, sweep: SweepConfig) -> int:
-    need = per_trial_resources(cfg, sweep)
+def trials_that_fit(cluster: Mapping[str, float], cfg: TrainConfig, sweep: SweepConfig,
+                    actor_gpus: float | None = None) -> int:
+    need = per_trial_resources(cfg, sweep, actor_gpus)
     fits = [math.floor(cluster.get(kind, 0.0) / amount + 1e-9) for kind, amount in need.items() if amount > 0]
     return max(0, min(fits))
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How many trials run at once, and what the user is told about it."""
+
+    max_concurrent: int
+    fits_now: int
+    fits_most: int
+    warnings: tuple[str, ...] = ()
+
+
+def admit(now: Mapping[str, float], most: Mapping[str, float], cfg: TrainConfig, sweep: SweepConfig, *,
+          source: str, actor_gpus: float | None = None, clusterer_slots: int | None = None) -> Admission:
+    """Admit a sweep against what the cluster *can* scale to (``most``), not what is up today (``now``).
+
+    Refused (ValueError) only when one trial does not fit even the largest cluster; a cluster that is
+    smaller today is a warning, since the trials' pending requests are what make the autoscaler grow it.
+    By default as many trials run at once as the largest cluster holds (and the clusterer node's
+    ``clusterer_slots``), so a sweep submitted to an empty worker pool asks for all its nodes at once.
+    """
+    need = per_trial_resources(cfg, sweep, actor_gpus)
+    fits_most = trials_that_fit(most, cfg, sweep, actor_gpus)
+    fits_now = trials_that_fit(now, cfg, sweep, actor_gpus)
+    if fits_most < 1:
+        raise ValueError(
+            f"one trial needs CPU={need['CPU']:g}, GPU={need['GPU']:g} (function {FUNCTION_CPUS} CPU + its "
+            f"ClusteringActor + {max(1, cfg.run.num_workers)} worker(s)) but the cluster can scale to at most "
+            f"CPU={most.get('CPU', 0):g}, GPU={most.get('GPU', 0):g} ({source}): lower --workers / "
+            "--cpus-per-worker / --gpus-per-worker / --clusterer-cpus, or state the GPUs the cluster can scale to "
+            "with --max-cluster-gpus")
+    limit = fits_most if clusterer_slots is None else min(fits_most, clusterer_slots)
+    warnings = []
+    if fits_now < limit:
+        warnings.append(
+            f"today's nodes hold {fits_now} trial(s) of CPU={need['CPU']:g}, GPU={need['GPU']:g}; the cluster can "
+            f"scale to {fits_most} ({source}): the trials' pending requests make the autoscaler add nodes")
+    max_concurrent = limit if sweep.max_concurrent_trials is None else sweep.max_concurrent_trials
+    if sweep.max_concurrent_trials is not None and sweep.max_concurrent_trials > limit:
+        warnings.append(f"--max-concurrent-trials {sweep.max_concurrent_trials} > {limit} trials the cluster can "
+                        f"hold at once (each needs CPU={need['CPU']:g}, GPU={need['GPU']:g}): trials past {limit} "
+                        "wait for resources held by the others")
+    return Admission(max_concurrent=max_concurrent, fits_now=fits_now, fits_most=fits_most, warnings=tuple(warnings))
 
 
 

@@ -52,3 +52,22 @@ def test_shared_storage_flag_reaches_the_config():
     parser = train_cli.build_parser()
     assert config_from_args(parser.parse_args(["--shared-storage"])).run.shared_storage is True
     assert config_from_args(parser.parse_args([])).run.shared_storage is False
+@pytest.mark.parametrize("cli", [train_cli, purify_cli, tune_cli])
+def test_placement_flags_reach_the_config(cli):
+    cfg = config_from_args(cli.build_parser().parse_args(["--clusterer-resource", "--placement-timeout", "90"]))
+    assert cfg.run.clusterer_resource is True and cfg.run.placement_timeout_s == 90.0
+    default = config_from_args(cli.build_parser().parse_args([]))
+    assert default.run.clusterer_resource is False and default.run.placement_timeout_s == 1800.0
+
+
+def test_a_non_positive_placement_timeout_is_refused_naming_the_key():
+    args = train_cli.build_parser().parse_args(["--placement-timeout", "0"])
+    with pytest.raises(SystemExit, match="run.placement_timeout_s=0"):
+        config_from_args(args)
+
+
+def test_tune_takes_the_cluster_size_and_an_s3_out():
+    _, _, sweep, args = tune_cli.parse(["--max-cluster-gpus", "8", "--out", "s3://b/reports/lam", "--workers", "1"])
+    assert sweep.max_cluster_gpus == 8.0 and args.out == "s3://b/reports/lam"
+    with pytest.raises(SystemExit, match="--max-cluster-gpus -1"):
+        tune_cli.parse(["--max-cluster-gpus", "-1"])

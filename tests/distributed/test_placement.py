@@ -98,3 +98,58 @@ def test_the_driver_waits_visibly_and_times_out_naming_the_resource(ray_session,
     assert any("waiting for a node with {'clusterer_absent': 1}" in r.getMessage() for r in caplog.records)
     with pytest.raises(ray.exceptions.RayActorError):  # killed, so the autoscaler stops asking for the node
         ray.get(handle.where.remote(), timeout=60)
+
+
+# ---------------------------------------------------------------------------------------------- sweeps
+
+def test_capacity_is_the_head_plus_every_declared_type_at_its_max_workers():
+    from ray_reid.distributed.placement import cluster_capacity, head_resources_from_config
+
+    capacity = cluster_capacity(nodes=[HEAD], declared=node_types_from_config(AUTOSCALER),
+                                head=head_resources_from_config(AUTOSCALER))
+    assert capacity.now == {"CPU": 0.0, "GPU": 0.0}
+    assert capacity.most == {"CPU": 8 * 8 + 8.0, "GPU": 8 + 1.0, "clusterer": 1.0}
+    assert "8 × gpu_worker" in capacity.source and "1 × clusterer" in capacity.source
+    # without an autoscaler config the most is today's nodes, unless the user states the GPUs
+    bare = cluster_capacity(nodes=[HEAD, GPU_NODE], declared={})
+    assert bare.most == bare.now == {"CPU": 8.0, "GPU": 1.0}
+    stated = cluster_capacity(nodes=[HEAD, GPU_NODE], declared={}, max_cluster_gpus=6)
+    assert stated.most["GPU"] == 6.0 and "--max-cluster-gpus 6" in stated.source
+    # a node started by hand on top of the declared ones counts too
+    extra = cluster_capacity(nodes=[HEAD, {**GPU_NODE, "resources": {"CPU": 100.0}}],
+                             declared=node_types_from_config(AUTOSCALER), head={"CPU": 0})
+    assert extra.most["CPU"] == 100.0
+
+
+def test_trial_actors_share_the_declared_clusterer_node_and_its_gpu():
+    from ray_reid.distributed.placement import trial_clusterer
+
+    declared = node_types_from_config(AUTOSCALER)
+    pinned = trial_clusterer(requested=False, nodes=[HEAD], declared=declared, clusterer_cpus=0.5, clusterer_gpus=0)
+    assert pinned.slots == 16  # 8 CPUs / 0.5 per actor
+    assert pinned.resources == {"clusterer": 0.0625} and pinned.gpus == 0.0625  # the GPU shared, not idle
+    assert pinned.slots * pinned.resources["clusterer"] <= 1 and pinned.slots * pinned.gpus <= 1
+    gpu_bound = trial_clusterer(requested=False, nodes=[HEAD], declared=declared, clusterer_cpus=0.5,
+                                clusterer_gpus=0.5)
+    assert gpu_bound.slots == 2 and gpu_bound.gpus == 0.5 and gpu_bound.resources == {"clusterer": 0.5}
+    three = trial_clusterer(requested=False, nodes=[{**CLUSTERER_NODE, "resources": {"CPU": 3.0, "clusterer": 1.0}}],
+                            declared={}, clusterer_cpus=1, clusterer_gpus=0)
+    assert three.slots == 3 and three.resources == {"clusterer": 0.3333} and three.gpus == 0  # no GPU there
+    assert trial_clusterer(requested=False, nodes=[HEAD, GPU_NODE], declared={}, clusterer_cpus=0.5,
+                           clusterer_gpus=0) is None
+    flag = trial_clusterer(requested=True, nodes=[HEAD], declared={}, clusterer_cpus=0.5, clusterer_gpus=0)
+    assert flag.slots is None and flag.resources == {"clusterer": 0.01} and "--clusterer-resource" in flag.reason
+    with pytest.raises(ValueError, match="--clusterer-cpus"):
+        trial_clusterer(requested=False, nodes=[], declared=declared, clusterer_cpus=16, clusterer_gpus=0)
+
+
+def test_waiting_for_a_resource_probes_visibly_and_times_out_naming_it(ray_session, caplog):
+    from ray_reid.distributed.placement import wait_for_resources
+
+    node = wait_for_resources({"CPU": 0.01}, why="probe test", timeout_s=120)
+    assert node in {n["NodeID"] for n in ray_session.nodes()}
+    with caplog.at_level(logging.INFO, logger="ray_reid.distributed.placement"):
+        with pytest.raises(TimeoutError, match=r"probe test waited \d+s for a node with \{'clusterer_absent': 0.5\}"):
+            wait_for_resources({"clusterer_absent": 0.5}, why="probe test", timeout_s=2.0, report_every_s=0.5)
+    assert any("waiting for a node with {'clusterer_absent': 0.5} for the probe test" in r.getMessage()
+               for r in caplog.records)
