@@ -134,9 +134,10 @@ def clusterer_placement(*, requested: bool, nodes: Sequence[Mapping[str, Any]], 
                           fallback=True)
 
 
-def _wait_visibly(ref, *, what: str, why: str, timeout_s: float, report_every_s: float, clock) -> Any:
+def _wait_visibly(ref, *, what: str | None, why: str, timeout_s: float, report_every_s: float, clock) -> Any:
     """``ray.get(ref)`` once it is ready, logging what it waits for every ``report_every_s``; TimeoutError after
-    ``timeout_s`` (the caller cancels what it started)."""
+    ``timeout_s`` (the caller cancels what it started). ``what`` None: no particular node is needed (a fallback
+    placement), so a wait is the process starting on a busy node, and the messages say that, not "a node"."""
     start = clock()
     while True:
         left = timeout_s - (clock() - start)
@@ -144,6 +145,14 @@ def _wait_visibly(ref, *, what: str, why: str, timeout_s: float, report_every_s:
         if ready:
             return ray.get(ref)
         waited = clock() - start
+        if what is None:
+            if waited >= timeout_s:
+                raise TimeoutError(
+                    f"the {why} did not start within {waited:.0f}s although it needs no particular node: the nodes "
+                    "may be too busy to start its worker process; raise run.placement_timeout_s (--placement-timeout)")
+            log.info("waiting for the %s to start (%.0fs of %.0fs): it needs no particular node, its worker process "
+                     "is starting", why, waited, timeout_s)
+            continue
         if waited >= timeout_s:
             raise TimeoutError(
                 f"the {why} waited {waited:.0f}s for a node with {what} and none joined; start such a node "
@@ -161,7 +170,7 @@ def wait_until_placed(handle, placement: ActorPlacement, *, timeout_s: float, re
     the autoscaler stops asking for a node nobody will use.
     """
     try:
-        return _wait_visibly(handle.where.remote(), what=str(placement.waits_for or placement.options),
+        return _wait_visibly(handle.where.remote(), what=str(placement.waits_for) if placement.waits_for else None,
                              why=f"ClusteringActor (placement: {placement.reason})", timeout_s=timeout_s,
                              report_every_s=report_every_s, clock=clock)
     except TimeoutError:

@@ -100,6 +100,30 @@ def test_the_driver_waits_visibly_and_times_out_naming_the_resource(ray_session,
         ray.get(handle.where.remote(), timeout=60)
 
 
+def test_a_fallback_placement_waits_for_the_process_not_for_a_node(ray_session, caplog):
+    # a fallback actor needs no particular node: a slow start is a busy node, and the console must not send the
+    # user looking for an autoscaler node type
+    import ray
+
+    from ray_reid.distributed.placement import ActorPlacement, wait_until_placed
+
+    @ray.remote(num_cpus=0)
+    class SlowStart:
+        def where(self):
+            import time
+
+            time.sleep(30)
+
+    placement = ActorPlacement({"num_cpus": 0}, "on CPU (fallback)", fallback=True)
+    handle = SlowStart.remote()
+    with caplog.at_level(logging.INFO, logger="ray_reid.distributed.placement"):
+        with pytest.raises(TimeoutError, match="did not start within \\d+s although it needs no particular node"):
+            wait_until_placed(handle, placement, timeout_s=2.0, report_every_s=1.0)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("it needs no particular node" in m for m in messages)
+    assert not any("waiting for a node" in m for m in messages)
+
+
 # ---------------------------------------------------------------------------------------------- sweeps
 
 def test_capacity_is_the_head_plus_every_declared_type_at_its_max_workers():
