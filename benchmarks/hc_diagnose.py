@@ -1,0 +1,182 @@
+"""Why do hierarchical pseudo-labels hurt a good init? Clustering diagnostics without training.
+
+Extracts (once, cached as ``.npz`` next to the run outputs) the features of a proxy domain's
+training images from the source-pretrained init, or from a trained run's last checkpoint
+(``--checkpoint``), and reports for each regulariser and relative threshold what the trainer would
+receive: clusters, outliers, ARI, pairwise precision / recall, how many true identities are split
+over several clusters, and how camera-pure the clusters are (a clusterer that groups by camera
+teaches the camera, not the person). ``--calibrate K`` finds, per regulariser, the threshold that
+gives K clusters from these features: the fair-ablation thresholds are chosen that way on ``val``.
+
+    python benchmarks/hc_diagnose.py --domain val [--regularizers sse size none] [--thresholds 0.8 1.0]
+    python benchmarks/hc_diagnose.py --domain val --calibrate 100
+    python benchmarks/hc_diagnose.py --domain val --checkpoint runs/reproduce-val/runs/hc_sse-s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+
+from reproduce import HC, base_config  # noqa: E402
+
+from ray_reid.atomic import atomic_write  # noqa: E402
+from ray_reid.config import ClusterConfig, config_from_dict  # noqa: E402
+
+# the regulariser weights of the proxy's rows (reproduce.py): SSE at the base config's 0.05, size at 0.005
+LAMS = {"sse": 0.05, "size": 0.005, "none": 0.0, "delta_sse": 0.05}
+
+
+def features(domain: str, checkpoint: Path | None, cache_dir: Path, sphere: bool = True) -> dict[str, np.ndarray]:
+    """Training-image features (``feats``), true ids (``pids``) and cameras (``camids``), cached."""
+    tag = checkpoint.name if checkpoint else "init"
+    cache = cache_dir / f"{domain}-{tag}{'' if sphere else '-raw'}.npz"
+    if cache.is_file():
+        return dict(np.load(cache))
+    import torch
+
+    from ray_reid.data.resolve import load_configured_dataset
+    from ray_reid.data.transforms import test_transform
+    from ray_reid.engine.checkpoint import load_checkpoint
+    from ray_reid.engine.extract import extract_features
+    from ray_reid.engine.neck_init import init_neck_statistics
+    from ray_reid.models import build_model
+
+    cfg = config_from_dict(base_config(domain, epochs=1, iters=1, seed=0, storage=cache_dir, name="diagnose"))
+    ds = load_configured_dataset(cfg.data.dataset, cfg.data.root)
+    train = list(ds.train)
+    tf = test_transform(cfg.data)
+    model = build_model(cfg.model)
+    if checkpoint is None:
+        init_neck_statistics(model, train, tf)
+    else:
+        last = sorted(checkpoint.glob("checkpoint_*"))
+        if not last:
+            raise SystemExit(f"no checkpoint_* folder under {checkpoint}")
+        model.load_state_dict(load_checkpoint(last[-1])["state"]["model"])
+    with torch.no_grad():
+        feats = extract_features(model, train, tf, normalize=sphere)["global"]
+    out = {"feats": feats, "pids": np.array([r.pid for r in train]), "camids": np.array([r.camid for r in train])}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(cache, lambda tmp: np.savez(open(tmp, "wb"), **out))
+    return out
+
+
+def camera_purity(labels: np.ndarray, camids: np.ndarray) -> float:
+    """Size-weighted mean share of each cluster's most common camera (clusters of >= 2 images)."""
+    keep = labels >= 0
+    lab, cam = labels[keep], camids[keep]
+    sizes = np.bincount(lab)
+    table = np.zeros((len(sizes), int(cam.max()) + 1), dtype=np.int64)
+    np.add.at(table, (lab, cam), 1)
+    big = sizes >= 2
+    return float(table[big].max(axis=1).sum() / max(sizes[big].sum(), 1))
+
+
+def split_ids(labels: np.ndarray, pids: np.ndarray) -> float:
+    """Mean number of clusters a true identity's kept images are spread over."""
+    keep = labels >= 0
+    return float(np.mean([len(np.unique(labels[keep & (pids == p)])) for p in np.unique(pids[keep])]))
+
+
+def centred_by_camera(feats: np.ndarray, camids: np.ndarray) -> np.ndarray:
+    """Unit features minus their camera's mean, renormalised: what each camera adds to everyone is removed."""
+    x = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    out = x.copy()
+    for c in np.unique(camids):
+        out[camids == c] -= x[camids == c].mean(axis=0)
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def cluster(feats: np.ndarray, reg: str, thr: float, *, sphere: bool = True, lam: float | None = None,
+            linkage: str = "average", min_agreement: float = 0.0) -> np.ndarray:
+    from ray_reid.engine.pseudo_labels import assign_pseudo_labels
+
+    base = {k.split(".", 1)[1]: v for k, v in HC.items()}
+    ccfg = ClusterConfig(**{**base, "lam": LAMS[reg] if lam is None else lam, "linkage": linkage,
+                            "regularizer": reg, "distance_threshold": thr, "sphere": sphere,
+                            "min_agreement": min_agreement, "device": "cpu"})
+    return assign_pseudo_labels({"global": feats}, ccfg, epoch=0).labels
+
+
+def row(name: str, labels: np.ndarray, data: dict[str, np.ndarray]) -> str:
+    from ray_reid.eval.cluster_metrics import clustering_scores
+
+    pids, camids = data["pids"], data["camids"]
+    s = clustering_scores(labels, pids).as_dict()
+    sizes = np.bincount(labels[labels >= 0])
+    return (f"| {name} | {labels.max() + 1} | {int((labels < 0).sum())} | {np.median(sizes):.0f}/{sizes.max()} | "
+            f"{s['ari']:.3f} | {s['pairwise_precision']:.3f} | {s['pairwise_recall']:.3f} | "
+            f"{split_ids(labels, pids):.2f} | {camera_purity(labels, camids):.2f} |")
+
+
+HEADER = ("| labels | clusters | outliers | median/max size | ARI | precision | recall | clusters per id | "
+          "camera purity |\n|---|---|---|---|---|---|---|---|---|")
+
+
+def calibrate(feats: np.ndarray, reg: str, k: int, *, sphere: bool = True, lo: float = 0.01, hi: float = 4.0,
+              steps: int = 30) -> tuple[float, int]:
+    """Relative threshold whose clustering (singletons out) has the cluster count nearest ``k`` (bisection)."""
+    best = (hi, -1)
+    for _ in range(steps):
+        mid = 0.5 * (lo + hi)
+        n = int(cluster(feats, reg, mid, sphere=sphere).max()) + 1
+        if best[1] < 0 or abs(n - k) < abs(best[1] - k):
+            best = (mid, n)
+        if n == k:
+            break
+        if n > k:  # too many clusters: merge further
+            lo = mid
+        else:
+            hi = mid
+    return round(best[0], 4), best[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--domain", choices=("val", "target"), default="val")
+    ap.add_argument("--checkpoint", type=Path, default=None, help="a run folder: use its last checkpoint's model")
+    ap.add_argument("--regularizers", nargs="+", default=["sse", "size", "none"], choices=sorted(LAMS))
+    ap.add_argument("--thresholds", nargs="+", type=float, default=[1.0])
+    ap.add_argument("--calibrate", type=int, default=None, metavar="K",
+                    help="per regulariser (and raw features), the threshold giving K clusters")
+    ap.add_argument("--camera-centred", action="store_true", help="also cluster camera-centred features")
+    ap.add_argument("--cache", type=Path, default=Path("runs/hc_diagnose"))
+    args = ap.parse_args(argv)
+
+    import logging
+
+    logging.basicConfig(level=logging.WARNING)
+    data = features(args.domain, args.checkpoint, args.cache)
+    feats = data["feats"]
+    print(f"domain {args.domain}, {'init' if args.checkpoint is None else args.checkpoint}: {len(feats)} images, "
+          f"{len(np.unique(data['pids']))} identities, {len(np.unique(data['camids']))} cameras")
+    print(HEADER)
+    print(row("true identities", data["pids"].astype(np.int64) - data["pids"].min(), data))
+    if args.calibrate:
+        for reg in args.regularizers:
+            thr, n = calibrate(feats, reg, args.calibrate)
+            print(row(f"{reg}, threshold {thr} (calibrated to {args.calibrate})", cluster(feats, reg, thr), data))
+        raw = features(args.domain, args.checkpoint, args.cache, sphere=False)["feats"]
+        thr, n = calibrate(raw, "sse", args.calibrate, sphere=False)
+        print(row(f"sse, raw features, threshold {thr} (calibrated to {args.calibrate})",
+                  cluster(raw, "sse", thr, sphere=False), data))
+        return 0
+    variants = [("", feats)]
+    if args.camera_centred:
+        variants.append((", camera-centred", centred_by_camera(feats, data["camids"])))
+    for suffix, x in variants:
+        for reg in args.regularizers:
+            for thr in args.thresholds:
+                print(row(f"{reg}, threshold {thr}{suffix}", cluster(x, reg, thr), data), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
