@@ -48,7 +48,10 @@ def features(domain: str, checkpoint: Path | None, cache_dir: Path, sphere: bool
     from ray_reid.engine.neck_init import init_neck_statistics
     from ray_reid.models import build_model
 
-    cfg = config_from_dict(base_config(domain, epochs=1, iters=1, seed=0, storage=cache_dir, name="diagnose"))
+    raw = base_config(domain, epochs=1, iters=1, seed=0, storage=cache_dir, name="diagnose")
+    if checkpoint is not None:  # the checkpoint holds every weight; the proxy init need not exist yet
+        raw["model"]["pretrained"] = None
+    cfg = config_from_dict(raw)
     ds = load_configured_dataset(cfg.data.dataset, cfg.data.root)
     train = list(ds.train)
     tf = test_transform(cfg.data)
@@ -85,24 +88,16 @@ def split_ids(labels: np.ndarray, pids: np.ndarray) -> float:
     return float(np.mean([len(np.unique(labels[keep & (pids == p)])) for p in np.unique(pids[keep])]))
 
 
-def centred_by_camera(feats: np.ndarray, camids: np.ndarray) -> np.ndarray:
-    """Unit features minus their camera's mean, renormalised: what each camera adds to everyone is removed."""
-    x = feats / np.linalg.norm(feats, axis=1, keepdims=True)
-    out = x.copy()
-    for c in np.unique(camids):
-        out[camids == c] -= x[camids == c].mean(axis=0)
-    return out / np.linalg.norm(out, axis=1, keepdims=True)
-
-
 def cluster(feats: np.ndarray, reg: str, thr: float, *, sphere: bool = True, lam: float | None = None,
-            linkage: str = "average", min_agreement: float = 0.0) -> np.ndarray:
+            linkage: str = "average", min_agreement: float = 0.0, camids: np.ndarray | None = None) -> np.ndarray:
+    """The training loop's labels for these features (camera-centred when ``camids`` are given)."""
     from ray_reid.engine.pseudo_labels import assign_pseudo_labels
 
     base = {k.split(".", 1)[1]: v for k, v in HC.items()}
     ccfg = ClusterConfig(**{**base, "lam": LAMS[reg] if lam is None else lam, "linkage": linkage,
                             "regularizer": reg, "distance_threshold": thr, "sphere": sphere,
-                            "min_agreement": min_agreement, "device": "cpu"})
-    return assign_pseudo_labels({"global": feats}, ccfg, epoch=0).labels
+                            "min_agreement": min_agreement, "camera_centred": camids is not None, "device": "cpu"})
+    return assign_pseudo_labels({"global": feats}, ccfg, epoch=0, camids=camids).labels
 
 
 def row(name: str, labels: np.ndarray, data: dict[str, np.ndarray]) -> str:
@@ -120,13 +115,13 @@ HEADER = ("| labels | clusters | outliers | median/max size | ARI | precision | 
           "camera purity |\n|---|---|---|---|---|---|---|---|---|")
 
 
-def calibrate(feats: np.ndarray, reg: str, k: int, *, sphere: bool = True, lo: float = 0.01, hi: float = 4.0,
-              steps: int = 30) -> tuple[float, int]:
+def calibrate(feats: np.ndarray, reg: str, k: int, *, sphere: bool = True, camids: np.ndarray | None = None,
+              lo: float = 0.01, hi: float = 4.0, steps: int = 30) -> tuple[float, int]:
     """Relative threshold whose clustering (singletons out) has the cluster count nearest ``k`` (bisection)."""
     best = (hi, -1)
     for _ in range(steps):
         mid = 0.5 * (lo + hi)
-        n = int(cluster(feats, reg, mid, sphere=sphere).max()) + 1
+        n = int(cluster(feats, reg, mid, sphere=sphere, camids=camids).max()) + 1
         if best[1] < 0 or abs(n - k) < abs(best[1] - k):
             best = (mid, n)
         if n == k:
@@ -146,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", nargs="+", type=float, default=[1.0])
     ap.add_argument("--calibrate", type=int, default=None, metavar="K",
                     help="per regulariser (and raw features), the threshold giving K clusters")
-    ap.add_argument("--camera-centred", action="store_true", help="also cluster camera-centred features")
+    ap.add_argument("--camera-centred", action="store_true",
+                    help="also cluster camera-centred features (cluster.camera_centred)")
     ap.add_argument("--cache", type=Path, default=Path("runs/hc_diagnose"))
     args = ap.parse_args(argv)
 
@@ -167,14 +163,17 @@ def main(argv: list[str] | None = None) -> int:
         thr, n = calibrate(raw, "sse", args.calibrate, sphere=False)
         print(row(f"sse, raw features, threshold {thr} (calibrated to {args.calibrate})",
                   cluster(raw, "sse", thr, sphere=False), data))
+        if args.camera_centred:
+            thr, n = calibrate(feats, "sse", args.calibrate, camids=data["camids"])
+            print(row(f"sse, camera-centred, threshold {thr} (calibrated to {args.calibrate})",
+                      cluster(feats, "sse", thr, camids=data["camids"]), data))
         return 0
-    variants = [("", feats)]
-    if args.camera_centred:
-        variants.append((", camera-centred", centred_by_camera(feats, data["camids"])))
-    for suffix, x in variants:
+    variants = [("", None)] + ([(", camera-centred", data["camids"])] if args.camera_centred else [])
+    for suffix, camids in variants:
         for reg in args.regularizers:
             for thr in args.thresholds:
-                print(row(f"{reg}, threshold {thr}{suffix}", cluster(x, reg, thr), data), flush=True)
+                print(row(f"{reg}, threshold {thr}{suffix}", cluster(feats, reg, thr, camids=camids), data),
+                      flush=True)
     return 0
 
 

@@ -57,6 +57,9 @@ class ClusterConfig:
     first_step: int = 0  # schedule step used at epoch 0
     min_clusters_ratio: float = 0.05  # never merge below this fraction of N
     sphere: bool = True  # cluster L2-normalised features ("Clustering Matters"); False = the raw BN-neck output
+    # cluster each view minus its camera's mean feature (ray_reid.clustering.camera), so clusters follow people
+    # rather than cameras; the memories still start from the model's own features
+    camera_centred: bool = False
     min_cluster_size: int = 1  # smaller clusters become outliers (-1), left out of the epoch as DBSCAN's are
     # members with fewer than this fraction of their agreement_neighbors nearest neighbours in their own
     # cluster are left out of the epoch as outliers (0 = keep every member; ray_reid.clustering.outliers)
