@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--thresholds", nargs="+", type=float, default=[1.0])
     ap.add_argument("--calibrate", type=int, default=None, metavar="K",
                     help="per regulariser (and raw features), the threshold giving K clusters")
+    ap.add_argument("--calibrate-to", type=float, default=None, metavar="T",
+                    help="as --calibrate, with K = the clusters SSE gives at relative threshold T on these features")
     ap.add_argument("--camera-centred", action="store_true",
                     help="also cluster camera-centred features (cluster.camera_centred)")
     ap.add_argument("--cache", type=Path, default=Path("runs/hc_diagnose"))
@@ -155,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
           f"{len(np.unique(data['pids']))} identities, {len(np.unique(data['camids']))} cameras")
     print(HEADER)
     print(row("true identities", data["pids"].astype(np.int64) - data["pids"].min(), data))
+    if args.calibrate_to is not None:
+        args.calibrate = int(cluster(feats, "sse", args.calibrate_to).max()) + 1
+        print(row(f"sse, threshold {args.calibrate_to} (the reference: K = {args.calibrate})",
+                  cluster(feats, "sse", args.calibrate_to), data))
     if args.calibrate:
         for reg in args.regularizers:
             thr, n = calibrate(feats, reg, args.calibrate)
