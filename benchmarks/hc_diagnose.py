@@ -115,6 +115,47 @@ HEADER = ("| labels | clusters | outliers | median/max size | ARI | precision | 
           "camera purity |\n|---|---|---|---|---|---|---|---|---|")
 
 
+def repelled_own_person(feats: np.ndarray, labels: np.ndarray, pids: np.ndarray, *, temp: float = 0.05,
+                        p: int = 16, k: int = 4, batches: int = 200, seed: int = 0) -> tuple[float, float]:
+    """How much of each loss's push-away lands on the anchor's *own* person (a split identity), at these labels.
+
+    Memory (cluster-contrast): per image, the softmax weight (temperature ``temp``) on the other clusters'
+    centroids, each weighted by the share of that cluster holding the image's true person, as a fraction of
+    all the weight on other clusters: the part of the repulsion aimed at the same person.
+    Batch-hard triplet (HCT): over ``batches`` random P x K batches of the pseudo-labels, the fraction of
+    anchors whose hardest negative is in fact the same person.
+    """
+    keep = labels >= 0
+    x = feats[keep] / np.linalg.norm(feats[keep], axis=1, keepdims=True)
+    lab, pid = labels[keep], pids[keep]
+    n_cl = int(lab.max()) + 1
+    cent = np.zeros((n_cl, x.shape[1]))
+    np.add.at(cent, lab, x)
+    cent /= np.linalg.norm(cent, axis=1, keepdims=True)
+    _, pid_idx = np.unique(pid, return_inverse=True)
+    share = np.zeros((n_cl, pid_idx.max() + 1))
+    np.add.at(share, (lab, pid_idx), 1.0)
+    share /= share.sum(axis=1, keepdims=True)
+    logits = x @ cent.T / temp
+    w = np.exp(logits - logits.max(axis=1, keepdims=True))
+    w[np.arange(len(lab)), lab] = 0.0  # the own cluster is the positive
+    memory = float(np.mean((w * share[:, pid_idx].T).sum(axis=1) / w.sum(axis=1)))
+
+    rng = np.random.default_rng(seed)
+    members = [np.flatnonzero(lab == c) for c in range(n_cl)]
+    big = [c for c in range(n_cl) if len(members[c]) >= 2]
+    same = total = 0
+    for _ in range(batches):
+        chosen = rng.choice(big, size=min(p, len(big)), replace=False)
+        idx = np.concatenate([rng.choice(members[c], size=k, replace=len(members[c]) < k) for c in chosen])
+        d = ((x[idx, None, :] - x[None, idx, :]) ** 2).sum(-1)
+        neg = lab[idx][:, None] != lab[idx][None, :]
+        hardest = np.where(neg, d, np.inf).argmin(axis=1)
+        same += int((pid[idx][hardest] == pid[idx]).sum())
+        total += len(idx)
+    return memory, same / total
+
+
 def calibrate(feats: np.ndarray, reg: str, k: int, *, sphere: bool = True, camids: np.ndarray | None = None,
               lo: float = 0.01, hi: float = 4.0, steps: int = 30) -> tuple[float, int]:
     """Relative threshold whose clustering (singletons out) has the cluster count nearest ``k`` (bisection)."""
@@ -145,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="as --calibrate, with K = the clusters SSE gives at relative threshold T on these features")
     ap.add_argument("--camera-centred", action="store_true",
                     help="also cluster camera-centred features (cluster.camera_centred)")
+    ap.add_argument("--negatives", action="store_true",
+                    help="also: the share of each loss's push-away aimed at the anchor's own (split) person")
     ap.add_argument("--cache", type=Path, default=Path("runs/hc_diagnose"))
     args = ap.parse_args(argv)
 
@@ -173,6 +216,17 @@ def main(argv: list[str] | None = None) -> int:
             thr, n = calibrate(feats, "sse", args.calibrate, camids=data["camids"])
             print(row(f"sse, camera-centred, threshold {thr} (calibrated to {args.calibrate})",
                       cluster(feats, "sse", thr, camids=data["camids"]), data))
+        return 0
+    if args.negatives:
+        print("\n| labels | memory: repulsion on the own person | triplet: hardest negatives that are the own person |"
+              "\n|---|---|---|")
+        for suffix, camids in [("", None)] + ([(", camera-centred", data["camids"])] if args.camera_centred else []):
+            for thr in args.thresholds:
+                labels = cluster(feats, "sse", thr, camids=camids)
+                mem, tri = repelled_own_person(feats, labels, data["pids"])
+                print(f"| sse, threshold {thr}{suffix} | {mem:.3f} | {tri:.3f} |", flush=True)
+        mem, tri = repelled_own_person(feats, data["pids"].astype(np.int64) - data["pids"].min(), data["pids"])
+        print(f"| true identities | {mem:.3f} | {tri:.3f} |")
         return 0
     variants = [("", None)] + ([(", camera-centred", data["camids"])] if args.camera_centred else [])
     for suffix, camids in variants:
