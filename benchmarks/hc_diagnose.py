@@ -1,8 +1,8 @@
 """Why do hierarchical pseudo-labels hurt a good init? Clustering diagnostics without training.
 
 Extracts (once, cached as ``.npz`` next to the run outputs) the features of a proxy domain's
-training images from the source-pretrained init, or from a trained run's last checkpoint
-(``--checkpoint``), and reports for each regulariser and relative threshold what the trainer would
+training images from the source-pretrained init, or with the trunk of a run's last checkpoint as the
+init (``--checkpoint``: e.g. the pretraining's before it has finished), and reports for each regulariser and relative threshold what the trainer would
 receive: clusters, outliers, ARI, pairwise precision / recall, how many true identities are split
 over several clusters, and how camera-pure the clusters are (a clusterer that groups by camera
 teaches the camera, not the person). ``--calibrate K`` finds, per regulariser, the threshold that
@@ -43,26 +43,21 @@ def features(domain: str, checkpoint: Path | None, cache_dir: Path, sphere: bool
 
     from ray_reid.data.resolve import load_configured_dataset
     from ray_reid.data.transforms import test_transform
-    from ray_reid.engine.checkpoint import load_checkpoint
     from ray_reid.engine.extract import extract_features
     from ray_reid.engine.neck_init import init_neck_statistics
     from ray_reid.models import build_model
 
     raw = base_config(domain, epochs=1, iters=1, seed=0, storage=cache_dir, name="diagnose")
-    if checkpoint is not None:  # the checkpoint holds every weight; the proxy init need not exist yet
-        raw["model"]["pretrained"] = None
+    if checkpoint is not None:  # its trunk becomes the init, exactly as pretrain_proxy.py exports the final one
+        from ray_reid.engine.supervised import export_backbone
+
+        raw["model"]["pretrained"] = str(export_backbone(checkpoint, cache_dir / f"{tag}-trunk.pth"))
     cfg = config_from_dict(raw)
     ds = load_configured_dataset(cfg.data.dataset, cfg.data.root)
     train = list(ds.train)
     tf = test_transform(cfg.data)
     model = build_model(cfg.model)
-    if checkpoint is None:
-        init_neck_statistics(model, train, tf)
-    else:
-        last = sorted(checkpoint.glob("checkpoint_*"))
-        if not last:
-            raise SystemExit(f"no checkpoint_* folder under {checkpoint}")
-        model.load_state_dict(load_checkpoint(last[-1])["state"]["model"])
+    init_neck_statistics(model, train, tf)  # as the trainer does before its first extraction
     with torch.no_grad():
         feats = extract_features(model, train, tf, normalize=sphere)["global"]
     out = {"feats": feats, "pids": np.array([r.pid for r in train]), "camids": np.array([r.camid for r in train])}
@@ -177,7 +172,8 @@ def calibrate(feats: np.ndarray, reg: str, k: int, *, sphere: bool = True, camid
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--domain", choices=("val", "target"), default="val")
-    ap.add_argument("--checkpoint", type=Path, default=None, help="a run folder: use its last checkpoint's model")
+    ap.add_argument("--checkpoint", type=Path, default=None,
+                    help="a run folder: its last checkpoint's trunk is the init (as pretrain_proxy.py exports it)")
     ap.add_argument("--regularizers", nargs="+", default=["sse", "size", "none"], choices=sorted(LAMS))
     ap.add_argument("--thresholds", nargs="+", type=float, default=[1.0])
     ap.add_argument("--calibrate", type=int, default=None, metavar="K",
