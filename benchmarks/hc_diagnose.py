@@ -95,12 +95,17 @@ def cluster(feats: np.ndarray, reg: str, thr: float, *, sphere: bool = True, lam
     return assign_pseudo_labels({"global": feats}, ccfg, epoch=0, camids=camids).labels
 
 
+ROWS_SEEN: list[tuple[str, dict[str, float]]] = []  # every printed row, for the PNG
+
+
 def row(name: str, labels: np.ndarray, data: dict[str, np.ndarray]) -> str:
     from ray_reid.eval.cluster_metrics import clustering_scores
 
     pids, camids = data["pids"], data["camids"]
     s = clustering_scores(labels, pids).as_dict()
     sizes = np.bincount(labels[labels >= 0])
+    ROWS_SEEN.append((name, {"ARI": s["ari"], "precision": s["pairwise_precision"], "recall": s["pairwise_recall"],
+                             "camera share": camera_purity(labels, camids)}))
     return (f"| {name} | {labels.max() + 1} | {int((labels < 0).sum())} | {np.median(sizes):.0f}/{sizes.max()} | "
             f"{s['ari']:.3f} | {s['pairwise_precision']:.3f} | {s['pairwise_recall']:.3f} | "
             f"{split_ids(labels, pids):.2f} | {camera_purity(labels, camids):.2f} |")
@@ -151,6 +156,27 @@ def repelled_own_person(feats: np.ndarray, labels: np.ndarray, pids: np.ndarray,
     return memory, same / total
 
 
+def save_png(path: Path, title: str) -> None:
+    """Grouped bars of ARI, pairwise precision / recall and camera share for every printed row."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    metrics = ["ARI", "precision", "recall", "camera share"]
+    fig = Figure(figsize=(11, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / len(ROWS_SEEN)
+    for i, (name, values) in enumerate(ROWS_SEEN):
+        ax.bar(np.arange(len(metrics)) + (i - (len(ROWS_SEEN) - 1) / 2) * width, [values[m] for m in metrics],
+               width, label=name)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+
+
 def calibrate(feats: np.ndarray, reg: str, k: int, *, sphere: bool = True, camids: np.ndarray | None = None,
               lo: float = 0.01, hi: float = 4.0, steps: int = 30) -> tuple[float, int]:
     """Relative threshold whose clustering (singletons out) has the cluster count nearest ``k`` (bisection)."""
@@ -170,6 +196,16 @@ def calibrate(feats: np.ndarray, reg: str, k: int, *, sphere: bool = True, camid
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    code = report(args)
+    if args.png is not None:
+        where = "init" if args.checkpoint is None else f"init from {args.checkpoint.name}"
+        save_png(args.png, f"{args.domain} domain, {where}: pseudo-labels before any training")
+        print(f"wrote {args.png}")
+    return code
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--domain", choices=("val", "target"), default="val")
     ap.add_argument("--checkpoint", type=Path, default=None,
@@ -185,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--negatives", action="store_true",
                     help="also: the share of each loss's push-away aimed at the anchor's own (split) person")
     ap.add_argument("--cache", type=Path, default=Path("runs/hc_diagnose"))
-    args = ap.parse_args(argv)
+    ap.add_argument("--png", type=Path, default=None, help="also draw the table's rows as grouped bars")
+    return ap.parse_args(argv)
 
+
+def report(args: argparse.Namespace) -> int:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
