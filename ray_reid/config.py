@@ -57,6 +57,9 @@ class ClusterConfig:
     first_step: int = 0  # schedule step used at epoch 0
     min_clusters_ratio: float = 0.05  # never merge below this fraction of N
     sphere: bool = True  # cluster L2-normalised features ("Clustering Matters"); False = the raw BN-neck output
+    # cluster each view minus its camera's mean feature (ray_reid.clustering.camera), so clusters follow people
+    # rather than cameras; the memories still start from the model's own features
+    camera_centred: bool = False
     min_cluster_size: int = 1  # smaller clusters become outliers (-1), left out of the epoch as DBSCAN's are
     # members with fewer than this fraction of their agreement_neighbors nearest neighbours in their own
     # cluster are left out of the epoch as outliers (0 = keep every member; ray_reid.clustering.outliers)
@@ -135,6 +138,10 @@ class OptimConfig:
     temp: float = 0.05
     momentum: float = 0.1
     parts_weight: float = 0.2  # lambda_2 of Purification: weight of the up/down memories
+    # weight of the cluster-memory cross-entropy (cluster-contrast, LP); 0 with triplet_weight > 0 is HCT's
+    # loss: batch-hard triplet only, so a person split over two clusters is a negative only when both halves
+    # share a batch, instead of against every centroid at every step
+    memory_weight: float = 1.0
     triplet_weight: float = 0.0
     triplet_margin: float = 0.3
     distill_weight: float = 1.0  # mu, used only with a teacher
@@ -154,6 +161,9 @@ class OptimConfig:
         check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "a number in [0, 1)")
         check(0 <= self.parts_weight < 1, "optim.parts_weight", self.parts_weight, "a number in [0, 1)")
         check(self.triplet_weight >= 0, "optim.triplet_weight", self.triplet_weight, "a number >= 0")
+        check(self.memory_weight >= 0, "optim.memory_weight", self.memory_weight, "a number >= 0")
+        check(self.memory_weight > 0 or self.triplet_weight > 0, "optim.memory_weight", self.memory_weight,
+              "> 0 unless optim.triplet_weight > 0 (with both 0 nothing is learned)")
         check(self.distill_weight >= 0, "optim.distill_weight", self.distill_weight, "a number >= 0")
         check(math.isfinite(self.teacher_epoch_iters) and self.teacher_epoch_iters >= 0, "optim.teacher_epoch_iters",
               self.teacher_epoch_iters, "a finite number >= 0 (0 = no epoch on the teacher's labels)")

@@ -76,6 +76,9 @@ HC_SSE = {
     "cluster.linkage": ("single", "BUC / HCT minimum-distance merging (DESIGN.md section 3)"),
     "cluster.regularizer": ("sse", "Clustering Matters abstract: SSE as a regularization term"),
     "cluster.merge_percent": (0.07, "HCT merging percent; fast-reid HCT port HCT.MERGE_PERCENT 0.07"),
+    "cluster.schedule": ("hct", "HCT: a target count from the merge percent"),
+    "cluster.first_step": (12, "fast-reid HCT port: HCT.MERGE_STEPS 13 steps from singletons per clustering"),
+    "cluster.min_clusters_ratio": (0.09, "fast-reid HCT port: every clustering ends at N(1 - 13 x 0.07)"),
 }
 
 
@@ -198,3 +201,17 @@ def test_purify_recipe_runs_teacher_then_student_recipe(dataset, tiny_synthetic_
     rows = list(csv.DictReader((tmp_path / f"lp-{dataset}-student" / "metrics.csv").open()))
     # the published epoch -1: the teacher's labels at 2x iterations, then the student's one epoch of its own
     assert [(r["labels_from"], r["iterations"]) for r in rows] == [("teacher", "2"), ("model", "1")]
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(RECIPES) if n.startswith("hc_sse_")])
+def test_hierarchical_recipe_clusters_at_the_ports_nine_percent_every_epoch(name):
+    """The fast-reid HCT port runs 13 merge steps of 7% of N from singletons at every clustering, so it
+    trains on ~0.09 N clusters from the first loop on; the recipe must not start near N (instance
+    discrimination, which destroyed the pretrained init in the proxy benchmark) nor shrink below that."""
+    from ray_reid.clustering.schedule import scheduled_target
+
+    cfg = load_recipe(name, {"data.root": "/datasets/x"}).cluster
+    n = 12_936  # Market-1501's training images
+    targets = {scheduled_target(n, epoch, merge_percent=cfg.merge_percent, first_step=cfg.first_step,
+                                min_clusters_ratio=cfg.min_clusters_ratio) for epoch in range(50)}
+    assert targets == {1165}, targets

@@ -33,7 +33,7 @@ class ClusteringService:
         self.embeddings_uri = embeddings_uri
         self.keep_epochs = keep_epochs
         self._cond = threading.Condition()
-        self._shards: dict[int, dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]] = {}
+        self._shards: dict[int, dict[int, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]]] = {}
         self._results: dict[int, PseudoLabels | BaseException] = {}
         self._running: set[int] = set()
         self._world: dict[int, int] = {}  # world size of the group whose shards of an epoch are pending
@@ -44,15 +44,22 @@ class ClusteringService:
         return "cuda" if cupy_available() and self.cfg.device != "cpu" else "cpu"
 
     def submit(self, epoch: int, n_total: int, world_size: int, rank: int, indices: np.ndarray,
-               features: dict[str, np.ndarray], timeout: float | None = None) -> PseudoLabels:
+               features: dict[str, np.ndarray], timeout: float | None = None,
+               camids: np.ndarray | None = None) -> PseudoLabels:
+        """One rank's shard (rows ``indices`` of the training set; ``camids`` their cameras, needed with
+        ``cluster.camera_centred``); blocks until every rank's shard is in, returns the epoch's labels."""
         indices = np.array(indices, dtype=np.int64, copy=True)
+        if camids is not None:
+            camids = np.array(camids, copy=True)
+            if camids.shape != indices.shape:
+                raise ValueError(f"epoch {epoch}, rank {rank}: {len(camids)} camera ids for {len(indices)} images")
         # fp16 shards stay fp16 (half the memory at millions of images); anything else becomes float32
         features = {view: np.array(arr, dtype=np.float16 if np.asarray(arr).dtype == np.float16 else np.float32,
                                    copy=True) for view, arr in features.items()}
         with self._cond:
             if epoch not in self._results:
                 self._drop_other_world(epoch, world_size)
-                self._shards.setdefault(epoch, {})[rank] = (indices, features)
+                self._shards.setdefault(epoch, {})[rank] = (indices, features, camids)
                 if len(self._shards[epoch]) == world_size and epoch not in self._running:
                     self._running.add(epoch)
                     shards = self._shards.pop(epoch)
@@ -92,7 +99,8 @@ class ClusteringService:
         for old in [e for e in self._world if e <= epoch - self.keep_epochs]:
             del self._world[old]
 
-    def _cluster(self, epoch: int, n_total: int, shards: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]]):
+    def _cluster(self, epoch: int, n_total: int,
+                 shards: dict[int, tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]]):
         order = sorted(shards)
         indices = np.concatenate([shards[r][0] for r in order])
         if len(indices) != n_total or not np.array_equal(np.sort(indices), np.arange(n_total)):
@@ -105,7 +113,11 @@ class ClusteringService:
             full = np.empty_like(stacked)
             full[indices] = stacked
             features[view] = full
-        result = assign_pseudo_labels(features, self.cfg, epoch=epoch)
+        camids = None
+        if all(shards[r][2] is not None for r in order):
+            camids = np.empty(n_total, dtype=shards[order[0]][2].dtype)
+            camids[indices] = np.concatenate([shards[r][2] for r in order])
+        result = assign_pseudo_labels(features, self.cfg, epoch=epoch, camids=camids)
         if self.embeddings_uri:
             from ray_reid.storage import embeddings_table, write_parquet_table
 
@@ -133,9 +145,9 @@ class ClusteringActor:
         return {"node_id": ray.get_runtime_context().get_node_id(), "device": self.service.device()}
 
     def submit(self, epoch: int, n_total: int, world_size: int, rank: int, indices: np.ndarray,
-               refs: list) -> PseudoLabels:
+               refs: list, camids: np.ndarray | None = None) -> PseudoLabels:
         features = ray.get(refs[0])  # a list of refs is not resolved by Ray: fetch (and copy) here
-        return self.service.submit(epoch, n_total, world_size, rank, indices, features)
+        return self.service.submit(epoch, n_total, world_size, rank, indices, features, camids=camids)
 
 
 def get_or_create_actor(run_name: str, cluster_cfg: dict[str, Any], placement: ActorPlacement, *, num_workers: int,

@@ -42,9 +42,10 @@ class RayTrainContext:
         return ray.train.torch.prepare_model(model)
 
     def assign_labels(self, epoch: int, n_total: int, shard: np.ndarray,
-                      features: Mapping[str, np.ndarray]) -> PseudoLabels:
+                      features: Mapping[str, np.ndarray], camids: np.ndarray | None = None) -> PseudoLabels:
         ref = ray.put(dict(features))
-        return ray.get(self.actor.submit.remote(epoch, n_total, self.world_size, self.rank, shard, [ref]))
+        return ray.get(self.actor.submit.remote(epoch, n_total, self.world_size, self.rank, shard, [ref],
+                                                camids=camids))
 
     def all_gather(self, obj: Any) -> list[Any]:
         if self.world_size == 1 or not dist.is_initialized():

@@ -28,7 +28,7 @@ class WorkerContext(Protocol):
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module: ...
 
     def assign_labels(self, epoch: int, n_total: int, shard: np.ndarray,
-                      features: Mapping[str, np.ndarray]) -> PseudoLabels: ...
+                      features: Mapping[str, np.ndarray], camids: np.ndarray | None = None) -> PseudoLabels: ...
 
     def all_gather(self, obj: Any) -> list[Any]: ...
 
@@ -53,10 +53,10 @@ class LocalContext:
         return model.to(self.device)
 
     def assign_labels(self, epoch: int, n_total: int, shard: np.ndarray,
-                      features: Mapping[str, np.ndarray]) -> PseudoLabels:
+                      features: Mapping[str, np.ndarray], camids: np.ndarray | None = None) -> PseudoLabels:
         if len(shard) != n_total:
             raise ValueError(f"a single process must extract all {n_total} images, got {len(shard)}")
-        return assign_pseudo_labels(features, self.cluster_cfg, epoch=epoch)
+        return assign_pseudo_labels(features, self.cluster_cfg, epoch=epoch, camids=camids)
 
     def all_gather(self, obj: Any) -> list[Any]:
         return [obj]

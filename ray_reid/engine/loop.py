@@ -162,7 +162,7 @@ def train_worker(cfg: TrainConfig, ctx: WorkerContext, *, dataset: ReidDataset |
         t1 = time.perf_counter()
         # the clusterer's epoch is its schedule step: a student's continues where its teacher's ended
         pseudo = ctx.assign_labels(epoch + schedule_offset, n_train, shard,
-                                   shard_for_clustering(feats, n_train, cfg.cluster))
+                                   shard_for_clustering(feats, n_train, cfg.cluster), camids=camids[shard])
         t2 = time.perf_counter()
         memories = {
             view: ClusterMemory.from_centroids(torch.tensor(pseudo.centroids[view], device=ctx.device),

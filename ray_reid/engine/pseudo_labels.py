@@ -70,13 +70,25 @@ def assign_pseudo_labels(
     cfg: ClusterConfig,
     *,
     epoch: int,
+    camids: np.ndarray | None = None,
 ) -> PseudoLabels:
-    """Cluster the (multi-view) embeddings of the whole training set and build per-view centroids."""
+    """Cluster the (multi-view) embeddings of the whole training set and build per-view centroids.
+
+    With ``cluster.camera_centred`` the clusterer sees every view minus its camera's mean (``camids``, one
+    per image, required then); the centroids the memories start from are always the model's own features.
+    """
     start = time.perf_counter()
     views = tuple(features)
     n = len(features[views[0]])
     clusterer = make_clusterer(cfg, n_samples=n, epoch=epoch)
-    raw = clusterer.fit_predict(dict(features))  # checks the embeddings (shape, NaN) once, naming the view
+    inputs = dict(features)
+    if cfg.camera_centred:
+        if camids is None:
+            raise ValueError("cluster.camera_centred=True needs the camera id of every training image; none was given")
+        from ray_reid.clustering.camera import centre_by_camera
+
+        inputs = {view: centre_by_camera(arr, camids, unit=cfg.sphere) for view, arr in inputs.items()}
+    raw = clusterer.fit_predict(inputs)  # checks the embeddings (shape, NaN) once, naming the view
     target = getattr(clusterer, "n_clusters", None)  # a scheduled target, for clusterers that take one
     labels = _relabel_compact(np.asarray(raw))
     if not (labels >= 0).any():

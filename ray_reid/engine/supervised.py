@@ -37,7 +37,7 @@ class GroundTruthContext(LocalContext):
         self.labels = _relabel_compact(np.asarray(true_ids, dtype=np.int64))
 
     def assign_labels(self, epoch: int, n_total: int, shard: np.ndarray,
-                      features: Mapping[str, np.ndarray]) -> PseudoLabels:
+                      features: Mapping[str, np.ndarray], camids: np.ndarray | None = None) -> PseudoLabels:
         if n_total != len(self.labels):
             raise ValueError(f"ground truth holds {len(self.labels)} labels but the training set has {n_total} images")
         start = time.perf_counter()

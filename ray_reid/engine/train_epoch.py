@@ -92,9 +92,11 @@ def _train_steps(model, loader, labels, memories, optimizer, cfg: OptimConfig, *
         loss = images.new_zeros(())
         parts: dict[str, float] = {}
         for view in views:
-            ce = memories[view](out[view], targets)
-            term = ce
-            parts[f"ce_{view}"] = float(ce.detach())
+            term = images.new_zeros(())
+            if cfg.memory_weight > 0:
+                ce = memories[view](out[view], targets)
+                term = cfg.memory_weight * ce
+                parts[f"ce_{view}"] = float(ce.detach())
             if teacher_out is not None:
                 dist = distillation_loss(out[view], teacher_out[view])
                 term = term + cfg.distill_weight * dist

@@ -102,3 +102,32 @@ def test_a_restarted_group_of_another_size_completes_the_epoch_left_half_sent():
         service.submit(1, len(x), 2, 1, half, {"global": x[half]}, timeout=0.2)
     results, errors = submit_all(service, x, world=3, epoch=1)
     assert not errors and all(r is not None and r.n_clusters >= 1 for r in results)
+
+
+def test_camera_ids_from_every_rank_reach_the_clusterer_in_image_order():
+    rng = np.random.default_rng(5)
+    person, camera = rng.standard_normal((4, 16)), 4.0 * rng.standard_normal((3, 16))
+    pids, camids = np.repeat(np.arange(4), 6), np.tile(np.arange(3), 8)
+    x = (person[pids] + camera[camids] + 0.1 * rng.standard_normal((24, 16))).astype(np.float32)
+    cfg = ClusterConfig(method="hc_sse", schedule="threshold", distance_threshold=0.6, linkage="average",
+                        regularizer="none", camera_centred=True, device="cpu")
+    service, results, errors = ClusteringService(cfg.__dict__), [None] * 3, []
+
+    def rank_call(rank):
+        idx = shard_indices(len(x), rank, 3)[::-1]  # a rank's rows in any order, its camids in the same order
+        try:
+            results[rank] = service.submit(0, len(x), 3, rank, idx, {"global": x[idx]}, camids=camids[idx], timeout=60)
+        except Exception as exc:  # collected and asserted on below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=rank_call, args=(r,)) for r in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    from sklearn.metrics import adjusted_rand_score
+
+    assert adjusted_rand_score(pids, results[0].labels) == 1.0
+    with pytest.raises(ValueError, match="2 camera ids for 24 images"):
+        ClusteringService(cfg.__dict__).submit(1, 24, 1, 0, np.arange(24), {"global": x}, camids=camids[:2])

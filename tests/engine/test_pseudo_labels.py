@@ -184,3 +184,25 @@ def test_min_agreement_leaves_out_the_members_whose_neighbours_sit_elsewhere():
     assert ((strict.labels < 0) == (expected < 0)).all()
     with pytest.raises(ValueError, match="cluster.min_agreement"):
         ClusterConfig(min_agreement=1.2)
+
+
+def test_camera_centred_clusters_people_but_builds_centroids_from_the_models_features():
+    import torch
+
+    from ray_reid.losses.cluster_memory import cluster_centroids
+
+    rng = np.random.default_rng(3)
+    person, camera = rng.standard_normal((5, 24)), 4.0 * rng.standard_normal((2, 24))
+    pids, camids = np.repeat(np.arange(5), 8), np.tile(np.repeat([0, 1], 4), 5)
+    x = (person[pids] + camera[camids] + 0.1 * rng.standard_normal((40, 24))).astype(np.float32)
+    base = dict(method="hc_sse", schedule="threshold", distance_threshold=0.6, linkage="average",
+                regularizer="none", device="cpu")
+    plain = assign_pseudo_labels({"global": x}, ClusterConfig(**base), epoch=0)
+    centred = assign_pseudo_labels({"global": x}, ClusterConfig(**base, camera_centred=True), epoch=0, camids=camids)
+    assert not same_partition(plain.labels, pids)  # the cameras split every person
+    assert same_partition(centred.labels, pids)
+    expected = cluster_centroids(torch.nn.functional.normalize(torch.from_numpy(x), dim=1),
+                                 torch.from_numpy(centred.labels)).numpy()
+    np.testing.assert_allclose(centred.centroids["global"], expected, atol=1e-6)
+    with pytest.raises(ValueError, match="camera_centred=True needs the camera id"):
+        assign_pseudo_labels({"global": x}, ClusterConfig(**base, camera_centred=True), epoch=0)

@@ -35,11 +35,11 @@ class MarkedClusteringActor(ClusteringActor.__ray_actor_class__):
     def _mark(self, kind: str, epoch: int, rank: int) -> None:
         (self.marker_dir / f"{kind}_e{epoch}_r{rank}_p{os.getpid()}").touch()
 
-    def submit(self, epoch, n_total, world_size, rank, indices, refs):
+    def submit(self, epoch, n_total, world_size, rank, indices, refs, camids=None):
         self._mark("in", epoch, rank)
         if epoch == HOLD_EPOCH:
             time.sleep(HOLD_SECONDS)
-        result = super().submit(epoch, n_total, world_size, rank, indices, refs)
+        result = super().submit(epoch, n_total, world_size, rank, indices, refs, camids=camids)
         self._mark("out", epoch, rank)
         return result
 
