@@ -121,6 +121,15 @@ def put_tree(client, folder: Path, bucket: str, prefix: str) -> list[str]:
     return keys
 
 
+def keys_under(client, bucket: str, prefix: str) -> dict[str, dict]:
+    """Every object under ``prefix`` (all pages), by key, listed with plain boto3."""
+    objects: dict[str, dict] = {}
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Contents", []):
+            objects[obj["Key"]] = obj
+    return objects
+
+
 class RequestCounter:
     """Counts S3 operations a client sends (through botocore's event hooks) and can fail some."""
 

@@ -121,10 +121,7 @@ def clusterer_placement(*, requested: bool, nodes: Sequence[Mapping[str, Any]], 
             options["num_gpus"] = 1  # reserve the clusterer node's GPU so no DDP worker takes it
         return ActorPlacement(options, f"on the node with the {CLUSTERER_RESOURCE!r} resource ({source})",
                               waits_for={CLUSTERER_RESOURCE: 1})
-    total: dict[str, float] = {}
-    for node in nodes:
-        for key, value in node["resources"].items():
-            total[key] = total.get(key, 0.0) + value
+    total = _sum_resources(nodes)
     if total.get("GPU", 0) - num_workers * gpus_per_worker >= 1:
         return ActorPlacement({"num_gpus": 1, "num_cpus": 1}, "on a spare GPU (no node declares a "
                               f"{CLUSTERER_RESOURCE!r} resource)", fallback=True)

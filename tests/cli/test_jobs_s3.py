@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from s3_server import DUMMY_ENV
+from s3_server import DUMMY_ENV, keys_under
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["--dataset", "synthetic", "--height", "32", "--width", "16", "--backbone", "resnet18",
@@ -29,8 +29,7 @@ def run_job(script: str, *args: str, env: dict[str, str]) -> subprocess.Complete
 
 
 def keys(s3, prefix: str) -> set[str]:
-    pages = s3.client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=prefix)
-    return {obj["Key"][len(prefix):] for page in pages for obj in page.get("Contents", [])}
+    return {key[len(prefix):] for key in keys_under(s3.client, s3.bucket, prefix)}
 
 
 def test_purify_and_evaluate_scripts_with_s3_storage(s3, tiny_synthetic_root, tmp_path):

@@ -17,17 +17,9 @@ import uuid
 
 import numpy as np
 import pytest
-from s3_server import put_tree
+from s3_server import keys_under, put_tree
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
-
-
-def keys_under(client, bucket: str, prefix: str) -> dict[str, dict]:
-    objects: dict[str, dict] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            objects[obj["Key"]] = obj
-    return objects
 
 
 def read_latest_history(s3, objects: dict[str, dict]) -> list[dict]:

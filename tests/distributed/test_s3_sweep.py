@@ -8,16 +8,9 @@ Nothing lands in the driver's working directory, which on a cluster is the job's
 from __future__ import annotations
 
 import pytest
+from s3_server import keys_under
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
-
-
-def keys_under(client, bucket: str, prefix: str) -> dict[str, dict]:
-    objects: dict[str, dict] = {}
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for obj in page.get("Contents", []):
-            objects[obj["Key"]] = obj
-    return objects
 
 
 def test_sweep_state_and_outputs_on_s3_and_restore_from_there(ray_session, s3, tiny_synthetic_root, tmp_path,
