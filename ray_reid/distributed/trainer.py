@@ -6,7 +6,6 @@ import contextlib
 import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import ray
@@ -26,7 +25,7 @@ from ray_reid.distributed.placement import (
     wait_until_placed,
 )
 from ray_reid.distributed.worker import train_loop_per_worker
-from ray_reid.engine.checkpoint import HISTORY_FILE, remove_orphans
+from ray_reid.engine.checkpoint import HISTORY_FILE, newest_complete_checkpoint, remove_orphans
 from ray_reid.storage import pyarrow_filesystem, use_endpoint
 
 log = logging.getLogger(__name__)
@@ -118,10 +117,18 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None, actor_name: str | No
         ray.kill(actor, no_restart=True)
     remove_orphans(run_uri, [c.path for c, _ in (result.best_checkpoints or [])], endpoint_url=cfg.run.s3_endpoint,
                    keep=KEEP_CHECKPOINTS)
-    history: list[dict[str, Any]] = []
-    ckpt_path = None
-    if result.checkpoint is not None:
-        ckpt_path = result.checkpoint.path
-        with result.checkpoint.as_directory() as folder:
-            history = json.loads((Path(folder) / HISTORY_FILE).read_text())
-    return FitOutcome(history=history, checkpoint_path=ckpt_path, run_path=run_uri)
+    return final_outcome(run_uri, endpoint_url=cfg.run.s3_endpoint)
+
+
+def final_outcome(run_uri: str, *, endpoint_url: str | None = None) -> FitOutcome:
+    """What a finished fit hands back: the history of the run's newest *complete* checkpoint in storage.
+
+    Not Ray's ``result.checkpoint``: after the rerun of a killed driver, the controller's last
+    registered checkpoint can be older than epochs the workers finished and wrote, and a summary
+    built from it would drop those epochs (the driver-kill fault test caught that).
+    """
+    chosen, _ = newest_complete_checkpoint(run_uri, endpoint_url=endpoint_url)
+    if chosen is None:
+        return FitOutcome(history=[], checkpoint_path=None, run_path=run_uri)
+    history = json.loads((chosen.local_path / HISTORY_FILE).read_text())
+    return FitOutcome(history=history, checkpoint_path=locations.join(run_uri, chosen.name), run_path=run_uri)

@@ -48,3 +48,21 @@ def test_actor_goes_to_cpu_without_gpus_or_clusterer_resource(ray_session):
     options = placement.options
     assert "clusterer" not in options.get("resources", {}) and "num_gpus" not in options
     assert placement.fallback and placement.waits_for is None and "CPU" in placement.reason
+
+
+def test_final_outcome_reads_the_newest_complete_checkpoint_not_the_last_registered(tmp_path):
+    """A rerun's controller may have registered only an older checkpoint than the workers finished."""
+    from ray_reid.distributed.trainer import final_outcome
+    from ray_reid.engine.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    rows = [{"epoch": e, "mAP": 0.1 * (e + 1)} for e in range(3)]
+    for epoch in range(3):
+        save_checkpoint(run / f"checkpoint_00000{epoch}", {"w": epoch}, {"epoch": epoch}, rows[:epoch + 1])
+    (run / "checkpoint_000003").mkdir()  # a later folder cut short: no state.pt
+    (run / "checkpoint_000003" / "meta.json").write_text(json.dumps({"epoch": 3}))
+
+    outcome = final_outcome(str(run))
+    assert [row["epoch"] for row in outcome.history] == [0, 1, 2]
+    assert outcome.checkpoint_path == str(run / "checkpoint_000002")
+    assert final_outcome(str(tmp_path / "empty")).history == []
