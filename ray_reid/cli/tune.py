@@ -29,7 +29,7 @@ from pathlib import Path
 from ray_reid.cli.flags import DEFAULT_CONFIG, add_config_arguments, config_from_args, setup_logging
 from ray_reid.tuning.results import format_table
 from ray_reid.tuning.space import (
-    SCHEDULERS, SEARCHERS, SweepConfig, check_searchable, load_search_space, parse_param_flag, parse_search_space,
+    SCHEDULERS, SEARCHERS, SweepConfig, check_searchable, check_trial_workers, load_search_space, parse_param_flag, parse_search_space,
 )
 
 DEFAULT_SPACE = DEFAULT_CONFIG.parent / "tune_space.yaml"
@@ -86,6 +86,7 @@ def parse(argv: Sequence[str] | None = None):
                             clusterer_gpus=args.clusterer_gpus, resume_errored=args.resume_errored,
                             seed=args.sampler_seed, max_cluster_gpus=args.max_cluster_gpus)
         check_searchable(space, sweep.search)  # a space the searcher cannot use fails before Ray starts
+        check_trial_workers(cfg)
     except (ValueError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
     return cfg, space, sweep, args

@@ -30,8 +30,8 @@ from ray_reid.tuning.results import (
     METRIC, MODE, MU_KEY, TIME_ATTR, SweepOutcome, best_trial, trial_table, tune_row, write_sweep_outputs,
 )
 from ray_reid.tuning.space import (
-    FUNCTION_CPUS, SearchDim, SweepConfig, admit, check_searchable, parse_search_space, per_trial_resources,
-    space_to_dict,
+    FUNCTION_CPUS, SearchDim, SweepConfig, admit, check_searchable, check_trial_workers, parse_search_space,
+    per_trial_resources, space_to_dict,
 )
 
 log = logging.getLogger(__name__)
@@ -286,9 +286,7 @@ def run_sweep(base_cfg: TrainConfig, space: Mapping[str, SearchDim], sweep: Swee
     """
     import ray
 
-    if base_cfg.run.num_workers < 1:
-        raise ValueError("run.num_workers=0 trains in-process without Ray; every trial is a Ray Train run: "
-                         "use --workers 1 or more")
+    check_trial_workers(base_cfg)
     use_endpoint(base_cfg.run.s3_endpoint)
     clusterer = None
     if ray.is_initialized():

@@ -237,6 +237,18 @@ def admit(now: Mapping[str, float], most: Mapping[str, float], cfg: TrainConfig,
 
 
 
+def check_trial_workers(cfg: TrainConfig) -> None:
+    """Refuse worker settings a trial cannot run, before Ray starts: every trial is a fixed-size Ray Train run."""
+    run = cfg.run
+    if run.num_workers < 1:
+        raise ValueError("run.num_workers=0 trains in-process without Ray; every trial is a Ray Train run: "
+                         "use --workers 1 or more")
+    if run.min_workers is not None:
+        raise ValueError(f"run.min_workers={run.min_workers} (--workers {run.min_workers}-{run.num_workers}) is "
+                         "elastic training, which a sweep's trials cannot do: each trial reserves a fixed placement "
+                         "group of worker bundles. Use a fixed --workers N")
+
+
 def check_searchable(space: Mapping[str, SearchDim], search: str) -> None:
     """Refuse, before Ray starts, a space the searcher cannot use (grid: only lists; optuna: no grid entries)."""
     if search not in SEARCHERS:

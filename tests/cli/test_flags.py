@@ -71,3 +71,10 @@ def test_tune_takes_the_cluster_size_and_an_s3_out():
     assert sweep.max_cluster_gpus == 8.0 and args.out == "s3://b/reports/lam"
     with pytest.raises(SystemExit, match="--max-cluster-gpus -1"):
         tune_cli.parse(["--max-cluster-gpus", "-1"])
+
+
+@pytest.mark.parametrize("workers, match", [("2-4", r"run.min_workers=2 \(--workers 2-4\) is elastic"),
+                                            ("0", "run.num_workers=0 trains in-process")])
+def test_tune_refuses_trials_it_cannot_run_before_ray_starts(workers, match):
+    with pytest.raises(SystemExit, match=match):
+        tune_cli.parse(["--workers", workers])

@@ -105,6 +105,10 @@ def test_sweep_refuses_in_process_trials(tiny_base, tmp_path):
     space = parse_search_space({"cluster.lam": {"type": "grid", "values": [0.1]}})
     with pytest.raises(ValueError, match="run.num_workers=0.*--workers 1"):
         run_sweep(tiny_base(**{"run.num_workers": 0}), space, SweepConfig(storage_path=str(tmp_path)))
+    elastic = tiny_base(**{"run.num_workers": 4, "run.min_workers": 2})
+    with pytest.raises(ValueError, match=r"run.min_workers=2 \(--workers 2-4\) is elastic.*fixed --workers N"):
+        run_sweep(elastic, space, SweepConfig(storage_path=str(tmp_path)))
+    assert not any(tmp_path.iterdir()), "refused before anything was written"
 
 
 def test_tune_rows_carry_the_last_map_between_evaluations():
