@@ -58,6 +58,12 @@ def head_resources_from_config(raw: Mapping[str, Any]) -> dict[str, float] | Non
     return dict(head.get("resources") or {}) if isinstance(head, Mapping) else None
 
 
+def worker_cap_from_config(raw: Mapping[str, Any]) -> int | None:
+    """The autoscaler's cluster-wide ``max_workers`` (worker nodes of all types together), or None if unset."""
+    cap = raw.get("max_workers")
+    return None if cap is None else int(cap)
+
+
 def read_autoscaler_config(path: str | os.PathLike | None = None) -> dict[str, Any]:
     """The autoscaler's cluster config as a dict; ``{}`` on a cluster without one (a laptop, a hand-made cluster)."""
     path = path or os.environ.get(AUTOSCALING_CONFIG_ENV) or DEFAULT_AUTOSCALING_CONFIG
@@ -218,22 +224,32 @@ def _sum_resources(nodes: Sequence[Mapping[str, Any]]) -> dict[str, float]:
 
 
 def cluster_capacity(*, nodes: Sequence[Mapping[str, Any]], declared: Mapping[str, NodeType],
-                     head: Mapping[str, float] | None = None, max_cluster_gpus: float | None = None
-                     ) -> ClusterCapacity:
+                     head: Mapping[str, float] | None = None, max_cluster_gpus: float | None = None,
+                     max_workers: int | None = None) -> ClusterCapacity:
     """What the cluster holds now and what it *can* hold: the head plus every declared node type at its
     ``max_workers`` (nodes added by hand count too), with the GPUs the user states (``--max-cluster-gpus``)
-    replacing the GPU figure. Without an autoscaler config the most is what is present now.
+    replacing the GPU figure. ``max_workers`` is the config's cluster-wide cap on worker nodes: a cluster
+    whose node types add up to more cannot have them all at once. Without an autoscaler config the most
+    is what is present now.
     """
     now = _sum_resources(nodes)
     if declared:
         most = {k: float(v) for k, v in (head or {}).items()}
-        for node_type in declared.values():
-            for key, value in node_type.resources.items():
-                most[key] = most.get(key, 0.0) + float(value) * node_type.max_workers
+        keys = {key for node_type in declared.values() for key in node_type.resources}
+        for key in keys:
+            # per resource, the richest nodes first while the cluster-wide cap allows (an upper bound for each)
+            left = max_workers
+            for node_type in sorted(declared.values(), key=lambda t: -float(t.resources.get(key, 0.0))):
+                count = node_type.max_workers if left is None else min(node_type.max_workers, left)
+                most[key] = most.get(key, 0.0) + float(node_type.resources.get(key, 0.0)) * count
+                if left is not None:
+                    left -= count
         for key, value in now.items():
             most[key] = max(most.get(key, 0.0), value)
         source = "the autoscaler config (head + " + ", ".join(
             f"{t.max_workers} × {t.name}" for t in declared.values()) + ")"
+        if max_workers is not None and max_workers < sum(t.max_workers for t in declared.values()):
+            source += f", at most {max_workers} worker nodes in all (its max_workers)"
     else:
         most, source = dict(now), "the nodes present now (no autoscaler config)"
     if max_cluster_gpus is not None:

@@ -144,6 +144,20 @@ def test_capacity_is_the_head_plus_every_declared_type_at_its_max_workers():
                              declared=node_types_from_config(AUTOSCALER), head={"CPU": 0})
     assert extra.most["CPU"] == 100.0
 
+def test_the_autoscaler_cluster_wide_max_workers_caps_what_the_cluster_can_hold():
+    from ray_reid.distributed.placement import cluster_capacity, head_resources_from_config, worker_cap_from_config
+
+    assert worker_cap_from_config(AUTOSCALER) == 9 and worker_cap_from_config({}) is None
+    # 8 GPU workers + 1 clusterer could be 9 nodes, but the cluster allows 4 worker nodes in all
+    capped = cluster_capacity(nodes=[HEAD], declared=node_types_from_config(AUTOSCALER),
+                              head=head_resources_from_config(AUTOSCALER), max_workers=4)
+    assert capped.most == {"CPU": 4 * 8.0, "GPU": 4.0, "clusterer": 1.0}
+    assert "at most 4 worker nodes in all" in capped.source
+    # a cap above the node types' sum changes nothing
+    loose = cluster_capacity(nodes=[HEAD], declared=node_types_from_config(AUTOSCALER),
+                             head=head_resources_from_config(AUTOSCALER), max_workers=9)
+    assert loose.most == {"CPU": 8 * 8 + 8.0, "GPU": 8 + 1.0, "clusterer": 1.0} and "in all" not in loose.source
+
 
 def test_trial_actors_share_the_declared_clusterer_node_and_its_gpu():
     from ray_reid.distributed.placement import trial_clusterer
