@@ -258,6 +258,33 @@ def cluster_capacity(*, nodes: Sequence[Mapping[str, Any]], declared: Mapping[st
     return ClusterCapacity(now=now, most=most, source=source)
 
 
+def check_workers_fit(*, workers: int, cpus_per_worker: float, gpus_per_worker: float,
+                      capacity: ClusterCapacity, declared: Mapping[str, NodeType]) -> str | None:
+    """Refuse a run whose workers no cluster the autoscaler can make would hold; a warning if only today's cannot.
+
+    Without this a run asking for more GPUs than the cluster's node types add up to waits for ever: Ray
+    Train V2 keeps retrying a worker group that cannot be scheduled. Without an autoscaler config
+    (``ray start`` nodes) more nodes may still be added by hand, so that case only warns.
+    Returns the warning, if any; raises ValueError for a run that can never start.
+    """
+    need = {"CPU": workers * cpus_per_worker, "GPU": workers * gpus_per_worker}
+    short_most = {k: v for k, v in need.items() if v > capacity.most.get(k, 0.0) + 1e-9}
+    what = f"{workers} worker(s) × (CPU={cpus_per_worker:g}, GPU={gpus_per_worker:g})"
+    if short_most and declared:
+        raise ValueError(
+            f"{what} need " + ", ".join(f"{k}={v:g}" for k, v in need.items()) + " but the cluster can scale to at "
+            "most " + ", ".join(f"{k}={capacity.most.get(k, 0.0):g}" for k in need) + f" ({capacity.source}): "
+            "lower --workers / --cpus-per-worker / --gpus-per-worker or raise the node types' max_workers")
+    short_now = {k: v for k, v in need.items() if v > capacity.now.get(k, 0.0) + 1e-9}
+    if short_now:
+        held = ", ".join(f"{k}={capacity.now.get(k, 0.0):g}" for k in need)
+        if declared:
+            return f"{what} do not fit today's nodes ({held}): the pending workers make the autoscaler add nodes"
+        return (f"{what} do not fit the nodes present ({held}) and no autoscaler config says more will come: "
+                "the run waits until nodes with these resources join the cluster")
+    return None
+
+
 @dataclass(frozen=True)
 class TrialClusterer:
     """What each trial's ClusteringActor asks for on top of its CPUs/GPUs, and how many trials fit that node."""

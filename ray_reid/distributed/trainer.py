@@ -19,10 +19,15 @@ from ray_reid.distributed.elastic import CapacityClaim, actor_bundle
 from ray_reid.distributed.placement import (
     ActorPlacement,
     check_storage_shared,
+    check_workers_fit,
+    cluster_capacity,
     clusterer_placement,
-    declared_node_types,
+    head_resources_from_config,
     live_nodes,
+    node_types_from_config,
+    read_autoscaler_config,
     wait_until_placed,
+    worker_cap_from_config,
 )
 from ray_reid.distributed.worker import train_loop_per_worker
 from ray_reid.engine.checkpoint import HISTORY_FILE, newest_complete_checkpoint, remove_orphans
@@ -89,11 +94,19 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None, actor_name: str | No
     """
     use_endpoint(cfg.run.s3_endpoint)
     run_uri = locations.run_dir(cfg)
-    nodes, declared = live_nodes(), declared_node_types()
+    raw = read_autoscaler_config()
+    nodes, declared = live_nodes(), node_types_from_config(raw)
     storage = check_storage_shared(cfg.run.storage_path, shared=cfg.run.shared_storage, nodes=nodes, declared=declared)
     if not storage.ok:
         raise ValueError(storage.message)
-    if actor_options is None:
+    if actor_options is None:  # a trial's workers were admitted with its sweep
+        capacity = cluster_capacity(nodes=nodes, declared=declared, head=head_resources_from_config(raw),
+                                    max_workers=worker_cap_from_config(raw))
+        warning = check_workers_fit(workers=cfg.run.min_workers or cfg.run.num_workers,
+                                    cpus_per_worker=cfg.run.cpus_per_worker,
+                                    gpus_per_worker=cfg.run.gpus_per_worker, capacity=capacity, declared=declared)
+        if warning:
+            log.warning("%s", warning)
         placement = clusterer_placement(requested=cfg.run.clusterer_resource, nodes=nodes, declared=declared,
                                         num_workers=cfg.run.num_workers, gpus_per_worker=cfg.run.gpus_per_worker,
                                         cpus_per_worker=cfg.run.cpus_per_worker)

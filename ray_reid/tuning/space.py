@@ -235,8 +235,6 @@ def admit(now: Mapping[str, float], most: Mapping[str, float], cfg: TrainConfig,
     return Admission(max_concurrent=max_concurrent, fits_now=fits_now, fits_most=fits_most, warnings=tuple(warnings))
 
 
-
-
 def check_trial_workers(cfg: TrainConfig) -> None:
     """Refuse worker settings a trial cannot run, before Ray starts: every trial is a fixed-size Ray Train run."""
     run = cfg.run

@@ -191,3 +191,22 @@ def test_waiting_for_a_resource_probes_visibly_and_times_out_naming_it(ray_sessi
             wait_for_resources({"clusterer_absent": 0.5}, why="probe test", timeout_s=2.0, report_every_s=0.5)
     assert any("waiting for a node with {'clusterer_absent': 0.5} for the probe test" in r.getMessage()
                for r in caplog.records)
+
+
+def test_a_run_no_cluster_could_hold_is_refused_and_a_small_today_only_warned():
+    from ray_reid.distributed.placement import check_workers_fit, cluster_capacity, head_resources_from_config
+
+    declared = node_types_from_config(AUTOSCALER)
+    capacity = cluster_capacity(nodes=[HEAD], declared=declared, head=head_resources_from_config(AUTOSCALER))
+    # 16 one-GPU workers on a cluster of at most 9 GPUs would wait for ever: refused, naming what limits it
+    with pytest.raises(ValueError, match=r"16 worker\(s\) × \(CPU=4, GPU=1\) need CPU=64, GPU=16 .* GPU=9 "
+                                         r"\(the autoscaler config \(head \+ 8 × gpu_worker"):
+        check_workers_fit(workers=16, cpus_per_worker=4, gpus_per_worker=1, capacity=capacity, declared=declared)
+    # 4 fit the cluster it can become, not today's empty one: a warning
+    warning = check_workers_fit(workers=4, cpus_per_worker=4, gpus_per_worker=1, capacity=capacity, declared=declared)
+    assert "do not fit today's nodes" in warning and "autoscaler add nodes" in warning
+    # a hand-made cluster may still get nodes by hand: never refused, the wait is said
+    bare = cluster_capacity(nodes=[HEAD, GPU_NODE], declared={})
+    warning = check_workers_fit(workers=16, cpus_per_worker=4, gpus_per_worker=1, capacity=bare, declared={})
+    assert "no autoscaler config" in warning and "waits until nodes" in warning
+    assert check_workers_fit(workers=1, cpus_per_worker=4, gpus_per_worker=1, capacity=bare, declared={}) is None

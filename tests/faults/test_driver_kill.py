@@ -23,7 +23,9 @@ from fault_helpers import checkpoint_dirs, children, is_running, process_title
 from ray_reid.engine.checkpoint import check_complete
 
 REPO = Path(__file__).resolve().parents[2]
-EPOCHS = 3
+# Enough epochs that the kill (one poll after the first checkpoint) lands mid-run even when a loaded host
+# lets the run finish two more epochs before the test's polling loop gets the CPU back.
+EPOCHS = 6
 POLL_MARGIN_S = 2.5  # Train registers a reported checkpoint at its next 2 s poll
 
 
