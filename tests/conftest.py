@@ -12,17 +12,10 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/s3_server.py, tests/reid_checkpoint.py
 
+from ports import free_port  # noqa: E402
 from reid_checkpoint import write_reid_checkpoint  # noqa: E402
 
 S3_BUCKET = "reid-data"
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +29,7 @@ def ray_session():
     # the dummy credentials there (the endpoint travels in the config, run.s3_endpoint).
     # The dashboard (loopback only) is what lets Ray Train free a stopped trial's placement group.
     ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
-             dashboard_port=_free_port(), log_to_driver=True,
+             dashboard_port=free_port(), log_to_driver=True,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1", **DUMMY_ENV}})
     yield ray
     ray.shutdown()

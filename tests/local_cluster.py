@@ -30,7 +30,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any, Self
+
+from ports import free_port
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,6 @@ class NodeStartFailed(RuntimeError):
     def __init__(self, message: str, process: subprocess.Popen) -> None:
         super().__init__(message)
         self.process = process
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LocalCluster:

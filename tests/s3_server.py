@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,6 +23,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from ports import free_port
 
 DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -38,17 +39,11 @@ DUMMY_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class S3Server:
     """``python -m moto.server`` on 127.0.0.1 at a free port."""
 
     def __init__(self, *, startup_timeout: float = 120.0) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import sys
 import tempfile
 import threading
@@ -25,14 +24,11 @@ from typing import Any, Callable
 
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ports.py: run as a script
+from ports import free_port  # noqa: E402
+
 RESULT_PREFIX = "LATE_NODES_RESULT "
 CLUSTERS: list[Any] = []  # shut down when the scenario ends, however it ends
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Recorder(logging.Handler):

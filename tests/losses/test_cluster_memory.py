@@ -1,10 +1,10 @@
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+
+from ports import free_port
 
 from ray_reid.losses import ClusterMemory, cluster_centroids
 
@@ -75,12 +75,6 @@ def test_set_centroids_resizes_and_state_dict_round_trips():
         memory.set_centroids(unit(3, 5, 0))
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _rank_batch(rank):
     # rank 1 sends a smaller batch to exercise the padding path; clusters overlap across ranks
     n = 6 if rank == 0 else 4
@@ -102,7 +96,7 @@ def _worker(rank, world, port, cents, out):
 def test_update_identical_across_two_ranks():
     cents = unit(4, 8, 7)
     out = torch.zeros(2, 4, 8).share_memory_()
-    mp.spawn(_worker, args=(2, _free_port(), cents, out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), cents, out), nprocs=2, join=True)
     expected = cents
     for step in range(2):
         batches = [_rank_batch(r) for r in range(2)]
