@@ -261,3 +261,50 @@ def test_distance_threshold_on_a_complete_graph_equals_dense(link):
         np.testing.assert_array_equal(graph.merges_, dense.merges_)
         np.testing.assert_array_equal(graph.labels_, dense.labels_)
         assert (graph.merge_costs_ <= threshold).all()
+
+
+def _members_cost(x, members_a, members_b, lam, link, adjacent):
+    """Linkage + λ·SSE(A∪B) straight from the members (brute force, float64): average over all
+    member pairs, single over the member pairs joined by a graph edge."""
+    xa, xb = x[members_a], x[members_b]
+    sq = ((xa[:, None] - xb[None]) ** 2).sum(-1)
+    d = sq.mean() if link == "average" else sq[adjacent[np.ix_(members_a, members_b)]].min()
+    union = np.concatenate([xa, xb])
+    return d + lam * ((union - union.mean(0)) ** 2).sum()
+
+
+@pytest.mark.parametrize("link", ["average", "single"])
+def test_cached_edge_dots_give_the_members_costs_on_a_knn_graph(link):
+    """Summed cached dots (no gather) and gathered ones both give every merge its exact cost."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((250, 6))
+    u, v = knn_graph(x, 6, device="cpu", index="flat")
+    res = _rac.rac_agglomerate(x.copy(), u, v, 10, lam=0.3, linkage=link, regularizer="sse", xp=np)
+    assert sum(r.gathered for r in res.rounds) < sum(r.recosted for r in res.rounds)  # some were summed
+    adjacent = np.zeros((len(x), len(x)), dtype=bool)
+    adjacent[u, v] = adjacent[v, u] = True
+    members = {i: [i] for i in range(len(x))}
+    for (a, b), cost in zip(res.merges, res.costs):
+        want = _members_cost(x, members[a], members[b], 0.3, link, adjacent)
+        assert cost == pytest.approx(want, rel=1e-9, abs=1e-12)
+        members[a] = members[a] + members.pop(b)
+
+
+def test_complete_graph_gathers_only_in_the_first_round():
+    x = np.random.default_rng(13).standard_normal((120, 5))
+    model = HierarchicalSSE(6, lam=0.1, linkage="average", device="cpu", connectivity="knn",
+                            n_neighbors=len(x)).fit(x)
+    assert model.rounds_[0].gathered == model.n_edges_
+    assert all(r.gathered == 0 for r in model.rounds_[1:])  # every merged edge's parts all had edges
+
+
+def test_supplied_edge_dots_replace_the_first_gather():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((200, 8))
+    u, v = knn_graph(x, 8, device="cpu", index="flat")
+    plain = _rac.rac_agglomerate(x.copy(), u, v, 12, lam=0.1, linkage="average", regularizer="sse", xp=np)
+    given = _rac.rac_agglomerate(x.copy(), u, v, 12, lam=0.1, linkage="average", regularizer="sse", xp=np,
+                                 gab=np.einsum("ij,ij->i", x[u], x[v]))
+    assert given.rounds[0].gathered == 0 and plain.rounds[0].gathered == len(u)
+    np.testing.assert_array_equal(given.merges, plain.merges)
+    np.testing.assert_allclose(given.costs, plain.costs, rtol=1e-12)
