@@ -11,7 +11,16 @@ from sklearn.metrics import adjusted_rand_score
 
 from ray_reid.clustering import _rac
 from ray_reid.clustering._backend import cupy_available
-from ray_reid.clustering.graph import edges_from_matrix, edges_from_neighbours, knn_graph, pca_project, refine_neighbours
+from ray_reid.clustering.graph import (
+    balanced_cells,
+    cell_knn,
+    edges_from_matrix,
+    edges_from_neighbours,
+    knn_graph,
+    pca_project,
+    refine_neighbours,
+)
+from ray_reid.clustering.knn import knn_search
 from ray_reid.clustering.hierarchical import HierarchicalSSE
 
 # every linkage × regulariser whose cost is reducible (the _rac module docstring proves it);
@@ -210,7 +219,7 @@ def test_edge_builders_symmetrise_and_drop_self_loops():
         ({"connectivity": None}, r"connectivity must be one of"),
         ({"connectivity": "knn", "n_neighbors": 0}, r"n_neighbors must be an integer >= 1, got 0"),
         ({"connectivity": "knn", "n_neighbors": 2.5}, r"n_neighbors must be an integer >= 1"),
-        ({"connectivity": "knn", "knn_index": "hnsw"}, r"knn_index must be one of \('auto', 'flat', 'ivf', 'pca'\)"),
+        ({"connectivity": "knn", "knn_index": "hnsw"}, r"knn_index must be one of \('auto', 'flat', 'ivf', 'pca', 'cells'\)"),
         ({"connectivity": "knn", "regularizer": "delta_sse", "lam": 0.1},
          r"delta_sse' with lam > 0 cannot run on a graph.*not reducible.*connectivity='dense'"),
         ({"connectivity": np.ones((4, 4))}, r"N×N adjacency matrix with N = 10"),
@@ -308,3 +317,54 @@ def test_supplied_edge_dots_replace_the_first_gather():
     assert given.rounds[0].gathered == 0 and plain.rounds[0].gathered == len(u)
     np.testing.assert_array_equal(given.merges, plain.merges)
     np.testing.assert_allclose(given.costs, plain.costs, rtol=1e-12)
+
+
+def test_cell_search_probing_every_cell_is_the_exact_search():
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((300, 24)).astype(np.float32)
+    indices, dots = cell_knn(x, 7, dims=8, cell_size=20, probes=10_000)
+    dist, want = knn_search(x, 7, device="cpu")
+    got_dist = ((x[:, None] - x[indices]) ** 2).sum(-1)
+    np.testing.assert_allclose(got_dist, dist, rtol=1e-4, atol=1e-4)  # same neighbours up to float32 near-ties
+    assert (indices == want).mean() > 0.99
+    np.testing.assert_allclose(dots, np.einsum("nj,nkj->nk", x, x[indices]), rtol=1e-5, atol=1e-5)
+
+
+def test_cell_search_finds_the_neighbours_inside_separated_groups():
+    """Groups far apart in a low-dimensional subspace: every row's k nearest lie in its own cells."""
+    rng = np.random.default_rng(16)
+    centres = 10 * rng.standard_normal((50, 4)) @ np.linalg.qr(rng.standard_normal((64, 4)))[0].T
+    truth = np.repeat(np.arange(50), 12)
+    x = (centres[truth] + 0.3 * rng.standard_normal((600, 64))).astype(np.float32)
+    indices, _ = cell_knn(x, 10, dims=8, cell_size=24, probes=3)  # a group may be cut in up to 3 cells
+    _, want = knn_search(x, 10, device="cpu")
+    assert (np.sort(indices, axis=1) == np.sort(want, axis=1)).all()
+
+
+def test_balanced_cells_cut_oversized_cells():
+    rng = np.random.default_rng(17)
+    # one dense blob of 900 rows beside 100 scattered ones: plain k-means gives it few centroids
+    z = np.concatenate([0.01 * rng.standard_normal((900, 6)), 5 * rng.standard_normal((100, 6))]).astype(np.float32)
+    cell, centroids = balanced_cells(z, 25)
+    sizes = np.bincount(cell)
+    assert cell.shape == (1000,) and sizes.min() >= 1 and sizes.max() <= 50
+    assert centroids.shape == (sizes.size, 6)
+    np.testing.assert_allclose(centroids[3], z[cell == 3].mean(0), rtol=1e-4, atol=1e-5)
+
+
+def test_cells_index_clusters_like_the_exact_graph_and_starts_from_the_search_dots():
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((20, 64))
+    truth = rng.integers(0, 20, 2000)
+    x = (centres[truth] + 0.1 * rng.standard_normal((2000, 64))).astype(np.float32)
+    model = HierarchicalSSE(20, lam=0.05, linkage="average", device="cpu", connectivity="knn", n_neighbors=10,
+                            knn_index="cells").fit(x)
+    assert adjusted_rand_score(truth, model.labels_) == 1.0
+    assert model.rounds_[0].gathered == 0 and model.rounds_[0].recosted == model.n_edges_
+
+
+def test_neighbour_edges_carry_a_value_per_edge():
+    ind = np.array([[0, 1, 2], [1, 0, -1], [2, 0, 1]])
+    val = np.array([[9.0, 1.0, 2.0], [9.0, 1.0, 7.0], [9.0, 2.0, 3.0]])
+    u, v, w = edges_from_neighbours(ind, val)
+    assert list(zip(u.tolist(), v.tolist(), w.tolist())) == [(0, 1, 1.0), (0, 2, 2.0), (1, 2, 3.0)]
