@@ -53,8 +53,8 @@ _REFINE_GATHER_BYTES = 64 << 20
 # cells: k-means in a CELL_DIMS-d projection into cells of ~CELL_SIZE rows; each row compared
 # exactly with the rows of its cell's CELL_PROBES nearest cells
 CELL_DIMS = 64
-CELL_SIZE = 32
-CELL_PROBES = 6
+CELL_SIZE = 24
+CELL_PROBES = 8
 _CELL_KMEANS_ITERATIONS = 8
 _CELL_SPLIT_PASSES = 6
 _CELL_PROBE_ROWS = 16384
@@ -226,10 +226,11 @@ def cell_knn(features: Any, k: int, *, dims: int = CELL_DIMS, cell_size: int = C
     per-image detail that orders them). Here the projection only decides *which rows are compared*:
     k-means on the rows projected to ``dims`` principal directions cuts them into cells of about
     ``cell_size`` rows, and every row is compared, by one matrix product per cell on the full
-    features, with the rows of its cell's ``probes`` nearest cells (its own included). Neighbours
+    features, with the rows of the ``probes`` cells whose centroids are nearest to it (its own among
+    them, so a row near a cell boundary also sees the cell across it). Neighbours
     are ranked by exact distances; a true neighbour is missed only when it sits in a cell that
-    was not probed. Cost ≈ N·probes·cell_size·d multiply-adds (1/35 of the flat search at
-    N = 12,936 with cells of 32 and 6 probes), one product per cell (the rows probing it against
+    was not probed. Cost ≈ N·probes·cell_size·d multiply-adds (about 1/35 of the flat search at
+    N = 12,936 with cells of 24 and 8 probes), one product per cell (the rows probing it against
     its rows); memory O(N·probes·cell_size) for the candidates' distances.
 
     The dot products x_i·x_j of the returned neighbours come for free from the same products; the
@@ -245,9 +246,9 @@ def cell_knn(features: Any, k: int, *, dims: int = CELL_DIMS, cell_size: int = C
     z = to_numpy(pca_project(features, dims, seed=seed))
     cell, centroids = balanced_cells(z, cell_size, seed=seed)
     n_cells = centroids.shape[0]
-    # the cells each row would probe: its `probes` nearest centroids (its own cell is the nearest
-    # or close to it); a cell is compared with the union of its rows' probes, so a row near a
-    # cell boundary brings in the cell across it, where its own identity's other images sit
+    # the cells each row probes: its `probes` nearest centroids (its own cell is the nearest or
+    # close to it), so a row near a cell boundary also sees the cell across it, where the other
+    # images of its identity may sit
     n_probe = min(int(probes), n_cells)
     row_probe = np.empty((n, n_probe), dtype=np.int64)
     c_sq = (centroids * centroids).sum(1)

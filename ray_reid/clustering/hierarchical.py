@@ -84,7 +84,7 @@ class HierarchicalSSE:
     knn_index:
         ``"flat"`` (exact), ``"ivf"`` (faiss inverted file, approximate), ``"pca"`` (exact search in
         a 128-d PCA projection, 2k candidates re-ranked exactly), ``"cells"`` (exact distances
-        among the samples of each sample's 6 nearest k-means cells of ~32, cut in a 64-d PCA
+        among the samples of each sample's 8 nearest k-means cells of ~24, cut in a 64-d PCA
         projection; see :func:`ray_reid.clustering.graph.cell_knn`) or ``"auto"`` (flat on
         a GPU or up to 50,000 samples, IVF beyond).
     view_weights:
