@@ -10,6 +10,7 @@ import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
 from ray_reid.clustering import _rac
+from ray_reid.clustering import graph as graph_module
 from ray_reid.clustering._backend import cupy_available
 from ray_reid.clustering.graph import (
     balanced_cells,
@@ -330,8 +331,12 @@ def test_cell_search_probing_every_cell_is_the_exact_search():
     np.testing.assert_allclose(dots, np.einsum("nj,nkj->nk", x, x[indices]), rtol=1e-5, atol=1e-5)
 
 
-def test_cell_search_finds_the_neighbours_inside_separated_groups():
-    """Groups far apart in a low-dimensional subspace: every row's k nearest lie in its own cells."""
+@pytest.mark.parametrize("flat_kmeans_max", [1024, 4])
+def test_cell_search_finds_the_neighbours_inside_separated_groups(monkeypatch, flat_kmeans_max):
+    """Groups far apart in a low-dimensional subspace: every row's k nearest lie in its own cells.
+
+    With the flat k-means capped at 4 cells, the two-level cells and shortlisted probes run too."""
+    monkeypatch.setattr(graph_module, "_CELL_FLAT_KMEANS_MAX", flat_kmeans_max)
     rng = np.random.default_rng(16)
     centres = 10 * rng.standard_normal((50, 4)) @ np.linalg.qr(rng.standard_normal((64, 4)))[0].T
     truth = np.repeat(np.arange(50), 12)
