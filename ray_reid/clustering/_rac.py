@@ -272,7 +272,8 @@ class _Edges:
         lo, hi = xp.minimum(tu, tv), xp.maximum(tu, tv)
         n_slots = int(rep.shape[0])
         key = lo * n_slots + hi
-        order = xp.argsort(key, kind="stable")  # stable: a run's dots add up in one order on every backend
+        # stable (CuPy's sort always is, and takes no kind): a run's dots add up in one order on every backend
+        order = xp.argsort(key, kind="stable") if xp is np else xp.argsort(key)
         key = key[order]
         first = xp.ones(key.shape[0], dtype=bool)
         first[1:] = key[1:] != key[:-1]
