@@ -56,7 +56,6 @@ CELL_DIMS = 64
 CELL_SIZE = 24
 CELL_PROBES = 8
 _CELL_KMEANS_ITERATIONS = 8
-_CELL_SPLIT_PASSES = 6
 _CELL_BLOCK_VALUES = 1 << 24  # 64 MB of float32 distances per block of rows
 # up to this many cells: one flat k-means, and each row's probes chosen among all centroids;
 # beyond: a two-level k-means, and probes chosen among _CELL_SHORTLIST × probes cells near its own
@@ -232,7 +231,8 @@ def balanced_cells(z: np.ndarray, cell_size: int, *, seed: int = 0) -> tuple[np.
     Plain k-means in a projection leaves some cells with ten times their share (several
     identities that the projection does not separate), and a cell's work grows with the square
     of its size, so every oversized cell is cut again by k-means of its own rows into parts of
-    about ``cell_size`` (a few passes; a part that will not split is cut along its widest axis).
+    about ``cell_size``, until none is (a part that k-means will not cut evenly, duplicates say, is
+    halved along its widest axis, so every pass at least halves it).
     Beyond ``_CELL_FLAT_KMEANS_MAX`` cells the first k-means stops there and the same cutting
     makes the rest: a two-level k-means.
     """
@@ -240,7 +240,7 @@ def balanced_cells(z: np.ndarray, cell_size: int, *, seed: int = 0) -> tuple[np.
     # past _CELL_FLAT_KMEANS_MAX cells a flat k-means costs N·C per pass (4,167 cells at
     # N = 100,000: 30 s here); fewer, coarser cells cut again below cost N·(C₀ + C/C₀)
     cell, _ = kmeans_cells(z, min(math.ceil(n / cell_size), _CELL_FLAT_KMEANS_MAX), seed=seed)
-    for _ in range(_CELL_SPLIT_PASSES):
+    for _ in range(64):  # every pass at least halves each oversized cell: log2(N) passes at most
         sizes = np.bincount(cell)
         big = np.flatnonzero(sizes > 2 * cell_size)
         if big.size == 0:

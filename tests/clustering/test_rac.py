@@ -355,6 +355,9 @@ def test_balanced_cells_cut_oversized_cells():
     assert cell.shape == (1000,) and sizes.min() >= 1 and sizes.max() <= 50
     assert centroids.shape == (sizes.size, 6)
     np.testing.assert_allclose(centroids[3], z[cell == 3].mean(0), rtol=1e-4, atol=1e-5)
+    # 2,000 identical rows: k-means cannot cut them, halving does
+    cell, _ = balanced_cells(np.ones((2000, 4), dtype=np.float32), 25)
+    assert np.bincount(cell).max() <= 50
 
 
 def test_cells_index_clusters_like_the_exact_graph_and_starts_from_the_search_dots():
