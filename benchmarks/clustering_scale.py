@@ -13,7 +13,8 @@ others sum cached dots), scaled to 1M, at an assumed memory bandwidth, plus the 
 
     python -m benchmarks.clustering_scale                              # 12,936×2048 dense+graph, 32,621 and 100,000 ×512 graph
     python -m benchmarks.clustering_scale --cases 300000x512           # the biggest case alone
-    python -m benchmarks.clustering_scale --cases 12936x2048 --dense-max 12936
+    python -m benchmarks.clustering_scale --cases 12936x2048 --knn-index cells --json a.json --png a.png
+    python -m benchmarks.clustering_scale --plot-from a.json b.json --png both.png   # redraw saved runs
 
 Targets (2-core CPU): N = 100,000 × 512 with peak RSS <= 4 GB and wall <= 10 min; N = 12,936 ×
 2048 graph >= 3x faster than dense with ARI >= 0.95 to it.
@@ -99,7 +100,7 @@ def run_case(n: int, d: int, args: argparse.Namespace, tmp: Path) -> dict:
     path = str(tmp / f"x_{n}_{d}.npy")
     np.save(path, x)
     del x
-    result: dict = {"n": n, "d": d, "ids": ids, "k": args.n_neighbors}
+    result: dict = {"n": n, "d": d, "ids": ids, "k": args.n_neighbors, "knn_index": args.knn_index}
     paths = (["dense"] if n <= args.dense_max else []) + ["knn"]
     for connectivity in paths:
         load = os.getloadavg()[0]
@@ -171,6 +172,56 @@ def million_model(results: list[dict], args: argparse.Namespace) -> dict | None:
     return model
 
 
+def plot_cases(runs: list[tuple[str, list[dict]]], path: Path) -> None:
+    """Wall seconds per (run, case): dense as one bar, the graph path split into k-NN search, RAC rounds and
+    the rest (normalising, labels); ARI to dense and load average written beside each graph bar."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from ray_reid.atomic import atomic_write
+
+    rows = []  # (label, dense seconds or None, (knn, rac, rest) or None, note)
+    for name, cases in runs:
+        for case in cases:
+            label = f"{name} {case['n']:,}×{case['d']}".strip()
+            dense, graph = case.get("dense"), case.get("knn")
+            parts = None
+            note = ""
+            if graph:
+                knn, rac = graph["graph_seconds"], graph["rac_seconds"]
+                parts = (knn, rac, max(0.0, graph["seconds"] - knn - rac))
+                note = f"ARI truth {graph['ari_truth']:.3f}"
+                if "ari_to_dense" in graph:
+                    note += f", to dense {graph['ari_to_dense']:.3f}, {dense['seconds'] / graph['seconds']:.1f}× faster"
+                note += f" (load {graph['load_before']:.1f})"
+            rows.append((label, dense["seconds"] if dense else None, parts, note))
+    fig = Figure(figsize=(10, 0.9 + 0.8 * len(rows)))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ticks, labels = [], []
+    for i, (label, dense, parts, note) in enumerate(rows):
+        y = 2.2 * i
+        if dense is not None:
+            ax.barh(y, dense, height=0.7, color="#999999", label="dense K×K" if i == 0 else None)
+            ticks.append(y)
+            labels.append(f"{label} dense")
+        if parts is not None:
+            left = 0.0
+            for value, colour, name in zip(parts, ("#4477aa", "#ee6677", "#cccccc"),
+                                           ("k-NN search", "RAC rounds", "rest (normalise, labels)")):
+                ax.barh(y + 0.8, value, left=left, height=0.7, color=colour, label=name if i == 0 else None)
+                left += value
+            ax.text(left, y + 0.8, "  " + note, va="center", fontsize=8)
+            ticks.append(y + 0.8)
+            labels.append(f"{label} graph ({case.get('knn_index', 'k-NN')})")
+    ax.set_yticks(ticks, labels)
+    ax.invert_yaxis()
+    ax.set_xlabel("wall seconds (2-core shared machine)")
+    ax.set_title("HierarchicalSSE, average linkage + SSE: dense K×K state vs k-NN graph")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cases", type=_case, nargs="+", default=[(12936, 2048), (32621, 512), (100000, 512)],
@@ -183,11 +234,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-tflops", type=float, default=50.0, help="model: fp32/tf32 matrix-product rate")
     p.add_argument("--gpu-round-overhead-s", type=float, default=0.05, help="model: launches and syncs per round")
     p.add_argument("--json", type=Path, default=None, help="write every figure here")
+    p.add_argument("--png", type=Path, default=None, help="draw the wall times per case here")
+    p.add_argument("--plot-from", type=Path, nargs="+", default=None, metavar="JSON",
+                   help="draw --png from these saved --json files instead of running anything")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.plot_from:
+        if args.png is None:
+            raise SystemExit("--plot-from needs --png (where to draw)")
+        runs = []
+        for path in args.plot_from:
+            try:
+                runs.append((path.stem, json.loads(path.read_text())["cases"]))
+            except (OSError, ValueError, KeyError) as exc:
+                raise SystemExit(f"cannot read benchmark figures from {path}: {exc}") from None
+        plot_cases(runs, args.png)
+        print(f"wall times drawn in {args.png}")
+        return
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f} (shared machine)")
     print(f"== average linkage + SSE (lam={LAM}) down to the true number of identities; "
@@ -203,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
         text = json.dumps({"cases": results, "million_model": model}, indent=2)
         atomic_write(args.json, lambda tmp: Path(tmp).write_text(text))
         print(f"figures written to {args.json}")
+    if args.png:
+        plot_cases([("", results)], args.png)
+        print(f"wall times drawn in {args.png}")
 
 
 if __name__ == "__main__":
