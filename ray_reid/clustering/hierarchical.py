@@ -118,7 +118,8 @@ class HierarchicalSSE:
     merge_costs_: float64 array [N - K]
         Cost of each merge when it was taken.
     rounds_: list of RoundStats, or None
-        Graph path only: edges, re-costed edges, merges and seconds of every round.
+        Graph path only: edges, re-costed edges (and how many of them gathered two cluster sums
+        rather than summing cached dot products), merges and seconds of every round.
     n_edges_: int or None
         Graph path only: undirected edges of the candidate graph.
     graph_seconds_: float or None
