@@ -70,7 +70,8 @@ class ClusterConfig:
     graph_above: int = 20_000  # dense float32 state for average linkage is 1.6 GB here, 4.3 GB at 32,621
     n_neighbors: int = 20
     # flat (exact), ivf (faiss, approximate), pca (exact search in a 128-d PCA projection, candidates
-    # re-ranked on the full features), auto (flat up to 50,000 rows on CPU, ivf beyond)
+    # re-ranked on the full features), cells (exact distances to the images of each image's 8 nearest
+    # k-means cells of ~24, cut in a 64-d PCA projection), auto (flat up to 50,000 rows on CPU, ivf beyond)
     knn_index: str = "auto"
     # workers send embeddings as float16 once all views of all images take this many GB in float32
     fp16_shards_above_gb: float = 2.0

@@ -64,7 +64,9 @@ remaining candidate edge (no later merge can be cheaper), and the merges are ord
 
 One code path for NumPy and CuPy (``xp``); the only backend-specific primitive is the
 segmented minimum (``ufunc.at`` / ``cupyx.scatter_min``). A round costs O(E) for the
-nearest-neighbour search plus O(E_touched·d) to re-cost the edges of clusters that changed.
+nearest-neighbour search plus the re-costing of the edges of clusters that changed: O(1) for an
+edge whose dot product s_A·s_C is the sum of cached dots of its parts (C adjacent to both halves
+of a merged cluster), O(d) for one that must gather two cluster sums.
 """
 
 from __future__ import annotations
@@ -92,9 +94,10 @@ class RoundStats:
     """What one round did: the figures a cost model of bigger runs is built from."""
 
     edges: int  # candidate edges at the start of the round
-    recosted: int  # edges whose cost was (re)computed in the round, each an O(d) dot product
+    recosted: int  # edges whose cost was (re)computed in the round
     merges: int
     seconds: float
+    gathered: int = 0  # of those, edges whose s_u·s_v needed two rows gathered (O(d)); the rest summed cached dots
 
 
 @dataclass(frozen=True)
@@ -193,14 +196,17 @@ class _Clusters:
 class _Edges:
     """Undirected candidate edges (u < v, unique) with their current cost and s_u·s_v."""
 
-    def __init__(self, clusters: _Clusters, u: Any, v: Any, single: bool):
+    def __init__(self, clusters: _Clusters, u: Any, v: Any, single: bool, gab: Any = None):
         xp = clusters.xp
         self.xp = xp
         self.clusters = clusters
         self.single = single
         self.u, self.v = u, v
         self.dist = None
-        self.gab = clusters.dots(u, v)
+        # s_u·s_v per edge, kept in float64 whatever the sums' dtype: merged edges add these up
+        # (see relabel), and float64 keeps that accumulation from drifting over many rounds
+        self.gab = (clusters.dots(u, v) if gab is None else xp.asarray(gab)).astype(xp.float64)
+        self.summed = 0  # edges of the last relabel whose dot came from cached dots, no gather
         if single:  # ‖x_u − x_v‖² as the dense kernel forms it: (q_u + q_v) − 2 x_u·x_v, clipped at 0
             self.dist = xp.add(clusters.q[u], clusters.q[v])
             self.dist -= 2 * self.gab
@@ -247,33 +253,53 @@ class _Edges:
         """Point edges of merged clusters at their survivors, drop loops, merge parallel edges, re-cost.
 
         Only edges touching a changed slot can change or collide (an untouched edge keeps two
-        unchanged endpoints), so the sort and the O(d) re-costing cover those edges alone.
+        unchanged endpoints), so the sort and the re-costing cover those edges alone. The dot
+        product of a new edge needs no gather when every pair of its parts already had an edge:
+        s_{A∪B}·s_C = s_A·s_C + s_B·s_C, and with both ends merged the four cross dots; those
+        are the parallel edges that collapse onto it, so their cached dots are summed. Only an
+        edge with a missing part (C adjacent to A but not to B) gathers two rows for an O(d) dot.
         Returns how many edges were re-costed.
         """
         xp = self.xp
         touched = changed[self.u] | changed[self.v]
         keep = ~touched
         tu, tv = rep[self.u[touched]], rep[self.v[touched]]
+        tgab = self.gab[touched]
         tdist = self.dist[touched] if self.single else None
         loop = tu == tv
-        tu, tv = tu[~loop], tv[~loop]
+        live = ~loop
+        tu, tv, tgab = tu[live], tv[live], tgab[live]
         lo, hi = xp.minimum(tu, tv), xp.maximum(tu, tv)
         n_slots = int(rep.shape[0])
         key = lo * n_slots + hi
-        order = xp.argsort(key)
+        # stable (CuPy's sort always is, and takes no kind): a run's dots add up in one order on every backend
+        order = xp.argsort(key, kind="stable") if xp is np else xp.argsort(key)
         key = key[order]
         first = xp.ones(key.shape[0], dtype=bool)
         first[1:] = key[1:] != key[:-1]
         starts = xp.flatnonzero(first)
         new_u, new_v = lo[order][starts], hi[order][starts]
+        n_new = int(starts.shape[0])
         new_dist = None
         if self.single:
-            tdist = tdist[~loop][order]
+            tdist = tdist[live][order]
             # min over each run of parallel edges: single linkage's Lance–Williams update
-            new_dist = xp.full(int(starts.shape[0]), xp.inf, dtype=tdist.dtype)
+            new_dist = xp.full(n_new, xp.inf, dtype=tdist.dtype)
             run = xp.cumsum(first) - 1
             scatter_min(new_dist, run, tdist)
-        new_gab = self.clusters.dots(new_u, new_v)
+        # parts of each slot this round: 2 for a survivor (it absorbed one slot), else 1
+        parts = xp.bincount(rep, minlength=n_slots)
+        run_length = xp.diff(xp.concatenate([starts, xp.asarray([key.shape[0]], dtype=starts.dtype)]))
+        complete = run_length == parts[new_u] * parts[new_v]
+        # a complete run has parts_u·parts_v <= 4 edges: add them up in edge order, no segmented ufunc
+        sorted_gab = tgab[order]
+        new_gab = xp.zeros(n_new, dtype=xp.float64)
+        for j in range(4):
+            has = complete & (run_length > j)
+            new_gab[has] += sorted_gab[starts[has] + j]
+        gather = xp.flatnonzero(~complete)
+        new_gab[gather] = self.clusters.dots(new_u[gather], new_v[gather])
+        self.summed = n_new - int(gather.shape[0])
         new_cost = self.clusters.costs(new_u, new_v, new_gab, new_dist)
         self.u = xp.concatenate([self.u[keep], new_u])
         self.v = xp.concatenate([self.v[keep], new_v])
@@ -281,7 +307,7 @@ class _Edges:
         self.cost = xp.concatenate([self.cost[keep], new_cost])
         if self.single:
             self.dist = xp.concatenate([self.dist[keep], new_dist])
-        return int(new_u.shape[0])
+        return n_new
 
 
 def rac_agglomerate(
@@ -296,6 +322,7 @@ def rac_agglomerate(
     xp: ModuleType,
     max_cost: float | None = None,
     progress: bool | None = None,
+    gab: Any = None,
 ) -> GraphAgglomeration:
     """Merge the rows of ``x`` (N×d ``xp`` array, consumed: it becomes the cluster sums) over edges (u, v).
 
@@ -303,13 +330,15 @@ def rac_agglomerate(
     graph has more connected components than that (``components_limited``), or, with
     ``max_cost``, before the first merge dearer than it (the dense kernel's threshold rule: with a
     reducible cost the greedy loop's costs never decrease, so that is a prefix of its order).
+    ``gab`` (optional, one per edge) is x_u·x_v when the caller has it already (a candidate search
+    that computed it by a matrix product); otherwise the first round gathers the rows for it.
     """
     n = int(x.shape[0])
     assert 1 <= n_clusters <= n, (n_clusters, n)
     assert not (regularizer == "delta_sse" and lam > 0), "delta_sse with lam > 0 is not reducible"
     budget = n - n_clusters
     clusters = _Clusters(x, xp, linkage, regularizer, float(lam))
-    edges = _Edges(clusters, u, v, single=linkage == "single")
+    edges = _Edges(clusters, u, v, single=linkage == "single", gab=gab)
     rounds: list[RoundStats] = []
     # merges per round, host side: survivor id, absorbed id, cost
     done_a: list[np.ndarray] = []
@@ -317,6 +346,7 @@ def rac_agglomerate(
     done_c: list[np.ndarray] = []
     n_done = 0
     recosted = edges.size
+    gathered = edges.size if gab is None else 0
     disable = None if progress is None else not progress
     bar = tqdm(total=budget, desc="RAC merges", unit="merge", disable=disable, mininterval=1.0)
     while budget:
@@ -341,6 +371,7 @@ def rac_agglomerate(
         changed[a] = True
         changed[b] = True
         recosted_next = edges.relabel(rep, changed)
+        gathered_next = recosted_next - edges.summed
         host = _to_host(xp.stack([a.astype(xp.float64), b.astype(xp.float64), cost.astype(xp.float64)]))
         done_a.append(host[0].astype(np.int64))
         done_b.append(host[1].astype(np.int64))
@@ -348,8 +379,8 @@ def rac_agglomerate(
         merged = int(host.shape[1])
         n_done += merged
         rounds.append(RoundStats(edges=n_edges, recosted=recosted, merges=merged,
-                                 seconds=time.perf_counter() - start))
-        recosted = recosted_next
+                                 seconds=time.perf_counter() - start, gathered=gathered))
+        recosted, gathered = recosted_next, gathered_next
         bar.update(min(merged, max(0, budget - bar.n)))
         log.debug("RAC round %d: %d edges, %d merges, %d clusters left", len(rounds), n_edges, merged, n - n_done)
     bar.close()

@@ -83,7 +83,9 @@ class HierarchicalSSE:
         complete graph, where the result equals the dense one.
     knn_index:
         ``"flat"`` (exact), ``"ivf"`` (faiss inverted file, approximate), ``"pca"`` (exact search in
-        a 128-d PCA projection, 2k candidates re-ranked exactly) or ``"auto"`` (flat on
+        a 128-d PCA projection, 2k candidates re-ranked exactly), ``"cells"`` (exact distances
+        among the samples of each sample's 8 nearest k-means cells of ~24, cut in a 64-d PCA
+        projection; see :func:`ray_reid.clustering.graph.cell_knn`) or ``"auto"`` (flat on
         a GPU or up to 50,000 samples, IVF beyond).
     view_weights:
         For ``fit({view: array, ...})`` with several views: the weight of each view's squared
@@ -116,7 +118,8 @@ class HierarchicalSSE:
     merge_costs_: float64 array [N - K]
         Cost of each merge when it was taken.
     rounds_: list of RoundStats, or None
-        Graph path only: edges, re-costed edges, merges and seconds of every round.
+        Graph path only: edges, re-costed edges (and how many of them gathered two cluster sums
+        rather than summing cached dot products), merges and seconds of every round.
     n_edges_: int or None
         Graph path only: undirected edges of the candidate graph.
     graph_seconds_: float or None
@@ -318,8 +321,10 @@ class HierarchicalSSE:
 
         n_samples = int(X.shape[0])
         start = time.perf_counter()
+        gab = None
         if isinstance(self.connectivity, str):
-            u, v = knn_graph(X, int(self.n_neighbors), device=self.device, index=self.knn_index)
+            u, v, gab = knn_graph(X, int(self.n_neighbors), device=self.device, index=self.knn_index,
+                                  return_dots=True)
         else:
             u, v = edges_from_matrix(self.connectivity, n_samples)
         self.n_edges_ = int(u.size)
@@ -329,6 +334,7 @@ class HierarchicalSSE:
         result = rac_agglomerate(
             X, xp.asarray(u), xp.asarray(v), 1 if self.n_clusters is None else int(self.n_clusters),
             lam=float(self.lam), linkage=self.linkage, regularizer=self.regularizer, xp=xp, max_cost=max_cost,
+            gab=None if gab is None else xp.asarray(gab),
         )
         self.rounds_ = result.rounds
         log.info("RAC: %d merges in %d rounds, %.1fs", len(result.merges), len(result.rounds),

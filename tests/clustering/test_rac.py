@@ -10,8 +10,18 @@ import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score
 
 from ray_reid.clustering import _rac
+from ray_reid.clustering import graph as graph_module
 from ray_reid.clustering._backend import cupy_available
-from ray_reid.clustering.graph import edges_from_matrix, edges_from_neighbours, knn_graph, pca_project, refine_neighbours
+from ray_reid.clustering.graph import (
+    balanced_cells,
+    cell_knn,
+    edges_from_matrix,
+    edges_from_neighbours,
+    knn_graph,
+    pca_project,
+    refine_neighbours,
+)
+from ray_reid.clustering.knn import knn_search
 from ray_reid.clustering.hierarchical import HierarchicalSSE
 
 # every linkage × regulariser whose cost is reducible (the _rac module docstring proves it);
@@ -210,7 +220,7 @@ def test_edge_builders_symmetrise_and_drop_self_loops():
         ({"connectivity": None}, r"connectivity must be one of"),
         ({"connectivity": "knn", "n_neighbors": 0}, r"n_neighbors must be an integer >= 1, got 0"),
         ({"connectivity": "knn", "n_neighbors": 2.5}, r"n_neighbors must be an integer >= 1"),
-        ({"connectivity": "knn", "knn_index": "hnsw"}, r"knn_index must be one of \('auto', 'flat', 'ivf', 'pca'\)"),
+        ({"connectivity": "knn", "knn_index": "hnsw"}, r"knn_index must be one of \('auto', 'flat', 'ivf', 'pca', 'cells'\)"),
         ({"connectivity": "knn", "regularizer": "delta_sse", "lam": 0.1},
          r"delta_sse' with lam > 0 cannot run on a graph.*not reducible.*connectivity='dense'"),
         ({"connectivity": np.ones((4, 4))}, r"N×N adjacency matrix with N = 10"),
@@ -261,3 +271,108 @@ def test_distance_threshold_on_a_complete_graph_equals_dense(link):
         np.testing.assert_array_equal(graph.merges_, dense.merges_)
         np.testing.assert_array_equal(graph.labels_, dense.labels_)
         assert (graph.merge_costs_ <= threshold).all()
+
+
+def _members_cost(x, members_a, members_b, lam, link, adjacent):
+    """Linkage + λ·SSE(A∪B) straight from the members (brute force, float64): average over all
+    member pairs, single over the member pairs joined by a graph edge."""
+    xa, xb = x[members_a], x[members_b]
+    sq = ((xa[:, None] - xb[None]) ** 2).sum(-1)
+    d = sq.mean() if link == "average" else sq[adjacent[np.ix_(members_a, members_b)]].min()
+    union = np.concatenate([xa, xb])
+    return d + lam * ((union - union.mean(0)) ** 2).sum()
+
+
+@pytest.mark.parametrize("link", ["average", "single"])
+def test_cached_edge_dots_give_the_members_costs_on_a_knn_graph(link):
+    """Summed cached dots (no gather) and gathered ones both give every merge its exact cost."""
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((250, 6))
+    u, v = knn_graph(x, 6, device="cpu", index="flat")
+    res = _rac.rac_agglomerate(x.copy(), u, v, 10, lam=0.3, linkage=link, regularizer="sse", xp=np)
+    assert sum(r.gathered for r in res.rounds) < sum(r.recosted for r in res.rounds)  # some were summed
+    adjacent = np.zeros((len(x), len(x)), dtype=bool)
+    adjacent[u, v] = adjacent[v, u] = True
+    members = {i: [i] for i in range(len(x))}
+    for (a, b), cost in zip(res.merges, res.costs):
+        want = _members_cost(x, members[a], members[b], 0.3, link, adjacent)
+        assert cost == pytest.approx(want, rel=1e-9, abs=1e-12)
+        members[a] = members[a] + members.pop(b)
+
+
+def test_complete_graph_gathers_only_in_the_first_round():
+    x = np.random.default_rng(13).standard_normal((120, 5))
+    model = HierarchicalSSE(6, lam=0.1, linkage="average", device="cpu", connectivity="knn",
+                            n_neighbors=len(x)).fit(x)
+    assert model.rounds_[0].gathered == model.n_edges_
+    assert all(r.gathered == 0 for r in model.rounds_[1:])  # every merged edge's parts all had edges
+
+
+def test_supplied_edge_dots_replace_the_first_gather():
+    rng = np.random.default_rng(14)
+    x = rng.standard_normal((200, 8))
+    u, v = knn_graph(x, 8, device="cpu", index="flat")
+    plain = _rac.rac_agglomerate(x.copy(), u, v, 12, lam=0.1, linkage="average", regularizer="sse", xp=np)
+    given = _rac.rac_agglomerate(x.copy(), u, v, 12, lam=0.1, linkage="average", regularizer="sse", xp=np,
+                                 gab=np.einsum("ij,ij->i", x[u], x[v]))
+    assert given.rounds[0].gathered == 0 and plain.rounds[0].gathered == len(u)
+    np.testing.assert_array_equal(given.merges, plain.merges)
+    np.testing.assert_allclose(given.costs, plain.costs, rtol=1e-12)
+
+
+def test_cell_search_probing_every_cell_is_the_exact_search():
+    rng = np.random.default_rng(15)
+    x = rng.standard_normal((300, 24)).astype(np.float32)
+    indices, dots = cell_knn(x, 7, dims=8, cell_size=20, probes=10_000)
+    dist, want = knn_search(x, 7, device="cpu")
+    got_dist = ((x[:, None] - x[indices]) ** 2).sum(-1)
+    np.testing.assert_allclose(got_dist, dist, rtol=1e-4, atol=1e-4)  # same neighbours up to float32 near-ties
+    assert (indices == want).mean() > 0.99
+    np.testing.assert_allclose(dots, np.einsum("nj,nkj->nk", x, x[indices]), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("flat_kmeans_max", [1024, 4])
+def test_cell_search_finds_the_neighbours_inside_separated_groups(monkeypatch, flat_kmeans_max):
+    """Groups far apart in a low-dimensional subspace: every row's k nearest lie in its own cells.
+
+    With the flat k-means capped at 4 cells, the two-level cells and shortlisted probes run too."""
+    monkeypatch.setattr(graph_module, "_CELL_FLAT_KMEANS_MAX", flat_kmeans_max)
+    rng = np.random.default_rng(16)
+    centres = 10 * rng.standard_normal((50, 4)) @ np.linalg.qr(rng.standard_normal((64, 4)))[0].T
+    truth = np.repeat(np.arange(50), 12)
+    x = (centres[truth] + 0.3 * rng.standard_normal((600, 64))).astype(np.float32)
+    indices, _ = cell_knn(x, 10, dims=8, cell_size=24, probes=3)  # a group may be cut in up to 3 cells
+    _, want = knn_search(x, 10, device="cpu")
+    assert (np.sort(indices, axis=1) == np.sort(want, axis=1)).all()
+
+
+def test_balanced_cells_cut_oversized_cells():
+    rng = np.random.default_rng(17)
+    # one dense blob of 900 rows beside 100 scattered ones: plain k-means gives it few centroids
+    z = np.concatenate([0.01 * rng.standard_normal((900, 6)), 5 * rng.standard_normal((100, 6))]).astype(np.float32)
+    cell, centroids = balanced_cells(z, 25)
+    sizes = np.bincount(cell)
+    assert cell.shape == (1000,) and sizes.min() >= 1 and sizes.max() <= 50
+    assert centroids.shape == (sizes.size, 6)
+    np.testing.assert_allclose(centroids[3], z[cell == 3].mean(0), rtol=1e-4, atol=1e-5)
+    # 2,000 identical rows: k-means cannot cut them, halving does
+    cell, _ = balanced_cells(np.ones((2000, 4), dtype=np.float32), 25)
+    assert np.bincount(cell).max() <= 50
+
+
+def test_cells_index_clusters_like_the_exact_graph_and_starts_from_the_search_dots():
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((20, 64))
+    truth = rng.integers(0, 20, 2000)
+    x = (centres[truth] + 0.1 * rng.standard_normal((2000, 64))).astype(np.float32)
+    model = HierarchicalSSE(20, lam=0.05, linkage="average", device="cpu", connectivity="knn", n_neighbors=10,
+                            knn_index="cells").fit(x)
+    assert adjusted_rand_score(truth, model.labels_) == 1.0
+    assert model.rounds_[0].gathered == 0 and model.rounds_[0].recosted == model.n_edges_
+
+
+def test_neighbour_edges_carry_a_value_per_edge():
+    ind = np.array([[0, 1, 2], [1, 0, -1], [2, 0, 1]])
+    val = np.array([[9.0, 1.0, 2.0], [9.0, 1.0, 7.0], [9.0, 2.0, 3.0]])
+    u, v, w = edges_from_neighbours(ind, val)
+    assert list(zip(u.tolist(), v.tolist(), w.tolist())) == [(0, 1, 1.0), (0, 2, 2.0), (1, 2, 3.0)]
