@@ -13,6 +13,7 @@ the ``*_cam`` rows of ``reproduce.py`` cluster).
     python benchmarks/hc_diagnose.py --domain val [--regularizers sse size none] [--thresholds 0.8 1.0]
     python benchmarks/hc_diagnose.py --domain val --calibrate 100
     python benchmarks/hc_diagnose.py --domain val --calibrate-to 1.0 --calibrate-input camera_centred
+    python benchmarks/hc_diagnose.py --domain val --recipe hc_sse_market1501   # a recipe's clustering, plain vs centred
     python benchmarks/hc_diagnose.py --domain val --checkpoint runs/reproduce-val/runs/hc_sse-s0
 """
 
@@ -224,6 +225,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                          "features minus its mean (the reference K then comes from camera-centred SSE too)")
     ap.add_argument("--camera-centred", action="store_true",
                     help="also cluster camera-centred features (cluster.camera_centred)")
+    ap.add_argument("--recipe", default=None, metavar="NAME",
+                    help="cluster with a recipe's cluster section (jobs/configs/NAME.yaml, e.g. hc_sse_market1501), "
+                         "with and without camera centring")
     ap.add_argument("--negatives", action="store_true",
                     help="also: the share of each loss's push-away aimed at the anchor's own (split) person")
     ap.add_argument("--cache", type=Path, default=Path("runs/hc_diagnose"))
@@ -241,6 +245,19 @@ def report(args: argparse.Namespace) -> int:
           f"{len(np.unique(data['pids']))} identities, {len(np.unique(data['camids']))} cameras")
     print(HEADER)
     print(row("true identities", data["pids"].astype(np.int64) - data["pids"].min(), data))
+    if args.recipe is not None:
+        import dataclasses
+
+        from ray_reid.engine.pseudo_labels import assign_pseudo_labels
+        from ray_reid.recipes import load_recipe
+
+        ccfg = load_recipe(args.recipe, {"data.root": str(args.cache)}).cluster
+        for centred in (False, True):
+            labels = assign_pseudo_labels({"global": feats}, dataclasses.replace(ccfg, camera_centred=centred,
+                                                                                 device="cpu"),
+                                          epoch=0, camids=data["camids"]).labels
+            print(row(f"{args.recipe} clustering{', camera-centred' if centred else ', plain input'}", labels, data))
+        return 0
     cal_cams = data["camids"] if args.calibrate_input == "camera_centred" else None
     tag = ", camera-centred" if cal_cams is not None else ""
     if args.calibrate_to is not None:
