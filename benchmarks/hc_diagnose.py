@@ -6,10 +6,14 @@ init (``--checkpoint``: e.g. the pretraining's before it has finished), and repo
 receive: clusters, outliers, ARI, pairwise precision / recall, how many true identities are split
 over several clusters, and how camera-pure the clusters are (a clusterer that groups by camera
 teaches the camera, not the person). ``--calibrate K`` finds, per regulariser, the threshold that
-gives K clusters from these features: the fair-ablation thresholds are chosen that way on ``val``.
+gives K clusters from these features: the fair-ablation thresholds are chosen that way on ``val``
+(``--calibrate-input camera_centred``: every regulariser and the raw features on camera-centred input, as
+the ``*_cam`` rows of ``reproduce.py`` cluster).
 
     python benchmarks/hc_diagnose.py --domain val [--regularizers sse size none] [--thresholds 0.8 1.0]
     python benchmarks/hc_diagnose.py --domain val --calibrate 100
+    python benchmarks/hc_diagnose.py --domain val --calibrate-to 1.0 --calibrate-input camera_centred
+    python benchmarks/hc_diagnose.py --domain val --recipe hc_sse_market1501   # a recipe's clustering, plain vs centred
     python benchmarks/hc_diagnose.py --domain val --checkpoint runs/reproduce-val/runs/hc_sse-s0
 """
 
@@ -216,8 +220,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                     help="per regulariser (and raw features), the threshold giving K clusters")
     ap.add_argument("--calibrate-to", type=float, default=None, metavar="T",
                     help="as --calibrate, with K = the clusters SSE gives at relative threshold T on these features")
+    ap.add_argument("--calibrate-input", choices=("plain", "camera_centred"), default="plain",
+                    help="what --calibrate / --calibrate-to cluster: the features as they are, or each camera's "
+                         "features minus its mean (the reference K then comes from camera-centred SSE too)")
     ap.add_argument("--camera-centred", action="store_true",
                     help="also cluster camera-centred features (cluster.camera_centred)")
+    ap.add_argument("--recipe", default=None, metavar="NAME",
+                    help="cluster with a recipe's cluster section (jobs/configs/NAME.yaml, e.g. hc_sse_market1501), "
+                         "with and without camera centring")
     ap.add_argument("--negatives", action="store_true",
                     help="also: the share of each loss's push-away aimed at the anchor's own (split) person")
     ap.add_argument("--cache", type=Path, default=Path("runs/hc_diagnose"))
@@ -235,19 +245,35 @@ def report(args: argparse.Namespace) -> int:
           f"{len(np.unique(data['pids']))} identities, {len(np.unique(data['camids']))} cameras")
     print(HEADER)
     print(row("true identities", data["pids"].astype(np.int64) - data["pids"].min(), data))
+    if args.recipe is not None:
+        import dataclasses
+
+        from ray_reid.engine.pseudo_labels import assign_pseudo_labels
+        from ray_reid.recipes import load_recipe
+
+        ccfg = load_recipe(args.recipe, {"data.root": str(args.cache)}).cluster
+        for centred in (False, True):
+            labels = assign_pseudo_labels({"global": feats}, dataclasses.replace(ccfg, camera_centred=centred,
+                                                                                 device="cpu"),
+                                          epoch=0, camids=data["camids"]).labels
+            print(row(f"{args.recipe} clustering{', camera-centred' if centred else ', plain input'}", labels, data))
+        return 0
+    cal_cams = data["camids"] if args.calibrate_input == "camera_centred" else None
+    tag = ", camera-centred" if cal_cams is not None else ""
     if args.calibrate_to is not None:
-        args.calibrate = int(cluster(feats, "sse", args.calibrate_to).max()) + 1
-        print(row(f"sse, threshold {args.calibrate_to} (the reference: K = {args.calibrate})",
-                  cluster(feats, "sse", args.calibrate_to), data))
+        reference = cluster(feats, "sse", args.calibrate_to, camids=cal_cams)
+        args.calibrate = int(reference.max()) + 1
+        print(row(f"sse{tag}, threshold {args.calibrate_to} (the reference: K = {args.calibrate})", reference, data))
     if args.calibrate:
         for reg in args.regularizers:
-            thr, n = calibrate(feats, reg, args.calibrate)
-            print(row(f"{reg}, threshold {thr} (calibrated to {args.calibrate})", cluster(feats, reg, thr), data))
+            thr, n = calibrate(feats, reg, args.calibrate, camids=cal_cams)
+            print(row(f"{reg}{tag}, threshold {thr} (calibrated to {args.calibrate})",
+                      cluster(feats, reg, thr, camids=cal_cams), data), flush=True)
         raw = features(args.domain, args.checkpoint, args.cache, sphere=False)["feats"]
-        thr, n = calibrate(raw, "sse", args.calibrate, sphere=False)
-        print(row(f"sse, raw features, threshold {thr} (calibrated to {args.calibrate})",
-                  cluster(raw, "sse", thr, sphere=False), data))
-        if args.camera_centred:
+        thr, n = calibrate(raw, "sse", args.calibrate, sphere=False, camids=cal_cams)
+        print(row(f"sse, raw features{tag}, threshold {thr} (calibrated to {args.calibrate})",
+                  cluster(raw, "sse", thr, sphere=False, camids=cal_cams), data))
+        if args.camera_centred and cal_cams is None:
             thr, n = calibrate(feats, "sse", args.calibrate, camids=data["camids"])
             print(row(f"sse, camera-centred, threshold {thr} (calibrated to {args.calibrate})",
                       cluster(feats, "sse", thr, camids=data["camids"]), data))

@@ -8,7 +8,13 @@ people, 8 harsher cameras instead of 6), through the same loop as everything els
 (:mod:`ray_reid.engine.supervised`), and writes the trunk as a torchvision ``state_dict``
 that ``--pretrained`` loads like ImageNet weights.
 
-    python benchmarks/pretrain_proxy.py [--out ~/.cache/ray_reid/proxy/resnet18_source.pth]
+    python benchmarks/pretrain_proxy.py [--out ~/.cache/ray_reid/proxy/resnet18_source.pth] [--eval-every N]
+
+The source's query/gallery is evaluated once, after the last epoch (``--eval-every N`` asks for every
+N-th epoch too; evaluation does not touch the weights). The pass over all source training images at the
+start of every epoch is not evaluation: it is how each epoch's cluster memory starts (the centroids of
+the model's own features under the true ids, as cluster-contrast re-initialises its memory every epoch),
+so it is part of the training and skipping it would train other weights.
 
 The datasets are generated into ``~/.cache/ray_reid/proxy/`` on first use (the domains are
 defined in :data:`DOMAINS`); the script prints the source run's figures and the weights' path.
@@ -55,13 +61,15 @@ def ensure_domain(name: str) -> Path:
     return root
 
 
-def pretrain_config(*, epochs: int, iters: int, seed: int, storage: Path, name: str) -> dict:
+def pretrain_config(*, epochs: int, iters: int, seed: int, storage: Path, name: str,
+                    eval_every: int | None = None) -> dict:
     return {
         "data": {"dataset": "synthetic", "root": str(ensure_domain("source")), "height": 64, "width": 32, "pad": 4,
                  "color_jitter": 0.4, "grayscale_p": 0.1, "blur_p": 0.3},
         "model": {"backbone": "resnet18", "views": "global"},
         "optim": {"epochs": epochs, "iters": iters, "p": 16, "k": 4, "lr": 3.5e-4, "step_size": max(1, epochs * 2 // 3)},
-        "run": {"name": name, "storage_path": str(storage), "num_workers": 0, "seed": seed, "eval_every": epochs},
+        "run": {"name": name, "storage_path": str(storage), "num_workers": 0, "seed": seed,
+                "eval_every": eval_every or epochs},
     }
 
 
@@ -72,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=40)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--storage", type=Path, default=Path("runs/proxy"))
+    ap.add_argument("--eval-every", type=int, default=None, metavar="N",
+                    help="also evaluate on the source's query/gallery every N epochs (default: only after the last)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from ray_reid.engine.supervised import export_backbone, train_supervised
@@ -79,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or proxy_root() / "resnet18_source.pth"
     name = f"pretrain-source-s{args.seed}"
     cfg = config_from_dict(pretrain_config(epochs=args.epochs, iters=args.iters, seed=args.seed,
-                                           storage=args.storage.resolve(), name=name))
+                                           storage=args.storage.resolve(), name=name, eval_every=args.eval_every))
     start = time.perf_counter()
     history, run_dir = train_supervised(cfg)
     last = history[-1]

@@ -14,6 +14,9 @@ reported on the target's query/gallery at its **last** epoch (no selection on te
     hc_sse_tri   hc_sse's labels trained with HCT's batch-hard triplet loss instead of the cluster memory
     hc_sse_cam   hc_sse clustering each camera's features minus that camera's mean (cluster.camera_centred)
     hc_raw       hc_sse on the features before L2 normalisation (no sphere features)
+    hc_size_cam / hc_none_cam / hc_raw_cam   the regulariser and sphere ablation again on camera-centred
+                 input (the input on which hierarchical clustering works), each threshold chosen on val
+                 to give hc_sse_cam's number of clusters there
     lp_global    Learning to Purification's clustering and memory, global view only: cc_dbscan's
                  config exactly, so cc_dbscan's run of the same seed is reused (configs compared first)
     lp_teacher   LP teacher: global + upper/lower views, fused distance, three memories
@@ -21,6 +24,9 @@ reported on the target's query/gallery at its **last** epoch (no selection on te
 
     python benchmarks/reproduce.py [--domain target|val] [--seeds 0 1 2] [--rows ...] [--out DIR]
     python benchmarks/reproduce.py --ray-check hc_sse      # one row again through Ray Train
+    # a student variant in its own --out, distilling from the teachers of another --out:
+    python benchmarks/reproduce.py --domain val --rows lp_student --seeds 0 --set optim.teacher_bn eval
+        --out runs/reproduce-val-teacher-bn-eval --teacher-out runs/reproduce-val
 
 Choices (λ, schedule) are tuned with ``--domain val`` (another generator seed) and reported
 with ``--domain target``, never tuned there. Results accumulate in ``<out>/results.json`` (a
@@ -76,12 +82,26 @@ HC = {"cluster.method": "hc_sse", "cluster.schedule": "threshold", "cluster.min_
 # Calibrated on val from the final proxy init (106 clusters for SSE at 1.0): size 0.7906 -> 107, none 0.745 -> 106;
 # raw features 0.9997 and camera-centred 0.9869 round to 1.0 (106 and 101 clusters there), so they keep it.
 HC_THRESHOLD = {"hc_sse": 1.0, "hc_size": 0.79, "hc_none": 0.745, "hc_raw": 1.0, "hc_sse_cam": 1.0}
+# The same ablation on camera-centred input, calibrated on val to the clusters hc_sse_cam's 1.0 gives there
+# (`python benchmarks/hc_diagnose.py --domain val --calibrate-to 1.0 --calibrate-input camera_centred`).
+# Measured from the final proxy init: camera-centred SSE at 1.0 gives 101 clusters on val; size 0.8068, none 0.7518
+# and raw features 1.0153 give 101 too.
+HC_THRESHOLD_CAM: dict[str, float] = {"hc_size_cam": 0.807, "hc_none_cam": 0.752, "hc_raw_cam": 1.015}
+HC_THRESHOLD.update(HC_THRESHOLD_CAM)
 # HCT's loss (Zeng et al., CVPR 2020): batch-hard triplet on P x K batches, no cluster memory. BUC's loss
 # (a memory of every cluster, as cluster-contrast's) makes each cluster a negative of every other at every
 # step, so one person split over two clusters is pushed apart whole; HCT replaced it with the hard-batch
 # triplet loss for that reason. The rows without a suffix train with cluster-contrast's memory loss.
 HCT_LOSS = {"optim.memory_weight": 0.0, "optim.triplet_weight": 1.0}
 LP = {"cluster.method": "dbscan_jaccard"}
+# the regulariser / sphere ablation rows, repeated on camera-centred input as <name>_cam
+CAM_ABLATION: dict[str, dict[str, Any]] = {
+    "hc_size": {"cluster.regularizer": "size", "cluster.lam": 0.005},
+    "hc_none": {"cluster.regularizer": "none"},
+    "hc_raw": {"cluster.sphere": False},
+}
+ROWS_LABEL = {"hc_size": "hierarchical, size regulariser", "hc_none": "hierarchical, no regulariser",
+              "hc_raw": "hierarchical SSE, raw (non-sphere) features"}
 
 
 def _hc(row: str, **extra: Any) -> dict[str, Any]:
@@ -99,10 +119,10 @@ ROWS: dict[str, Row] = {
                       overrides=_hc("hc_sse", **{"cluster.regularizer": "sse"}, **HCT_LOSS)),
     "hc_sse_cam": Row("hierarchical, SSE regulariser, camera-centred clustering input",
                       overrides=_hc("hc_sse_cam", **{"cluster.regularizer": "sse", "cluster.camera_centred": True})),
-    "hc_size": Row("hierarchical, size regulariser", overrides=_hc("hc_size", **{"cluster.regularizer": "size",
-                                                                              "cluster.lam": 0.005})),
-    "hc_none": Row("hierarchical, no regulariser", overrides=_hc("hc_none", **{"cluster.regularizer": "none"})),
-    "hc_raw": Row("hierarchical SSE, raw (non-sphere) features", overrides=_hc("hc_raw", **{"cluster.sphere": False})),
+    **{name: Row(ROWS_LABEL[name], overrides=_hc(name, **extra)) for name, extra in CAM_ABLATION.items()},
+    **{f"{name}_cam": Row(f"{ROWS_LABEL[name]}, camera-centred clustering input",
+                          overrides=_hc(f"{name}_cam", **extra, **{"cluster.camera_centred": True}))
+       for name, extra in CAM_ABLATION.items()},
     # LP with the global view only is cluster-contrast: one DBSCAN-Jaccard clustering, one memory
     "lp_global": Row("LP teacher, global view only (= cc_dbscan)", overrides={**LP, "model.views": "global"},
                      same_as="cc_dbscan"),
@@ -142,8 +162,8 @@ def row_config(row_name: str, args: argparse.Namespace, seed: int) -> Any:
     for dotted, value in {**row.overrides, **dict(args.set)}.items():
         section, _, key = dotted.partition(".")
         raw[section][key] = value
-    if row.teacher:
-        raw["run"]["teacher"] = str((args.out / "runs" / f"{row.teacher}-s{seed}").resolve())
+    if row.teacher:  # the teacher's run of the same seed, in --teacher-out (default: this --out)
+        raw["run"]["teacher"] = str(((args.teacher_out or args.out) / "runs" / f"{row.teacher}-s{seed}").resolve())
     return config_from_dict(raw)
 
 
@@ -244,6 +264,9 @@ CLAIMS = [  # (claim, better row, worse row)
     ("hc_sse_tri above the frozen init", "hc_sse_tri", "frozen"),
     ("hc_sse_tri level with the cluster-contrast baseline", "hc_sse_tri", "cc_dbscan"),
     ("camera-centred >= plain clustering input (hierarchical SSE)", "hc_sse_cam", "hc_sse"),
+    ("sphere >= raw features, camera-centred input", "hc_sse_cam", "hc_raw_cam"),
+    ("SSE >= size regulariser, camera-centred input", "hc_sse_cam", "hc_size_cam"),
+    ("size >= no regulariser, camera-centred input", "hc_size_cam", "hc_none_cam"),
     ("hc_sse_cam above the frozen init", "hc_sse_cam", "frozen"),
     ("hc_sse_cam level with the cluster-contrast baseline", "hc_sse_cam", "cc_dbscan"),
 ]
@@ -263,14 +286,17 @@ def write_reports(results: dict, args: argparse.Namespace) -> None:
     order = [r for r in ROWS if r in results]
     lines = [f"Proxy benchmark, domain `{args.domain}`: ResNet-18 from the source-pretrained init, 64x32, "
              f"{args.epochs} epochs x {args.iters} iterations, batch 16x4, last epoch reported.", "",
-             "| row | mAP (mean ± std) | rank-1 | ARI | clusters | seeds | s/run |", "|---|---|---|---|---|---|---|"]
+             "| row | mAP (mean ± std) | per seed | rank-1 | ARI | clusters | seeds | s/run |",
+             "|---|---|---|---|---|---|---|---|"]
     for row in order:
         m, s, n = _stats(results, row)
         r1, r1s, _ = _stats(results, row, "rank1")
         ari, _, na = _stats(results, row, "ari")
         cl, _, _ = _stats(results, row, "n_clusters")
         secs, _, _ = _stats(results, row, "seconds")
-        lines.append(f"| {ROWS[row].label} (`{row}`) | {100 * m:.1f} ± {100 * s:.1f} | {100 * r1:.1f} ± {100 * r1s:.1f} "
+        per_seed = " / ".join(f"{100 * results[row][k]['mAP']:.1f}" for k in sorted(results[row], key=int))
+        lines.append(f"| {ROWS[row].label} (`{row}`) | {100 * m:.1f} ± {100 * s:.1f} | {per_seed} "
+                     f"| {100 * r1:.1f} ± {100 * r1s:.1f} "
                      f"| {'%.3f' % ari if na else '-'} | {'%.0f' % cl if na else '-'} | {n} | {secs:.0f} |")
     atomic_write(out / "table.md", lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     print("\n".join(lines))
@@ -395,11 +421,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="default: runs/reproduce-<domain>")
     ap.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
                     help="extra config override for every row (tuning on --domain val)")
+    ap.add_argument("--teacher-out", type=Path, default=None,
+                    help="the --out whose runs/ holds each student's teacher (default: --out); lets a student "
+                         "variant (e.g. --set optim.teacher_bn eval) go to its own --out")
     ap.add_argument("--force", action="store_true", help="rerun (row, seed) pairs already in results.json")
     ap.add_argument("--ray-check", metavar="ROW", default=None)
     ap.add_argument("--report-only", action="store_true")
     args = ap.parse_args(argv)
     args.out = (args.out or Path(f"runs/reproduce-{args.domain}")).resolve()
+    if args.teacher_out is not None:
+        args.teacher_out = args.teacher_out.resolve()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not weights_path().is_file():
         raise SystemExit(f"no proxy weights at {weights_path()}: run python benchmarks/pretrain_proxy.py first")

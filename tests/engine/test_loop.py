@@ -50,3 +50,23 @@ def test_one_epoch_in_process_then_resume(tiny_synthetic_root, tmp_path):
     history2 = train_worker(cfg2, ctx2)
     assert [r["epoch"] for r in ctx2.reports] == [1]
     assert [r["epoch"] for r in history2] == [0, 1]
+
+
+def test_evaluating_every_epoch_trains_the_same_weights_as_evaluating_once(tiny_synthetic_root, tmp_path):
+    """Evaluation is read-only: the proxy benchmark evaluates seed 0 after every epoch and the other seeds
+    only after the last, and pretrain_proxy.py's --eval-every relies on the same, so the weights must not
+    depend on how often the query/gallery pass ran."""
+    import torch
+
+    states = {}
+    for every in (1, 2):
+        name = f"every{every}"
+        cfg = tiny_config(tiny_synthetic_root, tmp_path, **{"optim.epochs": 2, "run.eval_every": every,
+                                                            "run.name": name})
+        ctx = LocalContext(cfg.cluster, tmp_path / name)
+        history = train_worker(cfg, ctx)
+        assert ["mAP" in row for row in history] == ([True, True] if every == 1 else [False, True])
+        states[every] = load_checkpoint(sorted((tmp_path / name).glob("checkpoint_*"))[-1])["state"]["model"]
+    assert states[1].keys() == states[2].keys()
+    differ = [k for k in states[1] if not torch.equal(states[1][k], states[2][k])]
+    assert not differ, f"weights differ after per-epoch evaluation: {differ[:5]}"
