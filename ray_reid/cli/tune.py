@@ -29,7 +29,8 @@ from pathlib import Path
 from ray_reid.cli.flags import DEFAULT_CONFIG, add_config_arguments, config_from_args, setup_logging
 from ray_reid.tuning.results import format_table
 from ray_reid.tuning.space import (
-    SCHEDULERS, SEARCHERS, SweepConfig, check_searchable, check_trial_workers, load_search_space, parse_param_flag, parse_search_space,
+    SCHEDULERS, SEARCHERS, SweepConfig, check_searchable, check_trial_workers, load_search_space, parse_param_flag,
+    parse_search_space,
 )
 
 DEFAULT_SPACE = DEFAULT_CONFIG.parent / "tune_space.yaml"

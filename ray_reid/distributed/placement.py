@@ -258,6 +258,14 @@ def cluster_capacity(*, nodes: Sequence[Mapping[str, Any]], declared: Mapping[st
     return ClusterCapacity(now=now, most=most, source=source)
 
 
+def capacity_from_config(raw: Mapping[str, Any], nodes: Sequence[Mapping[str, Any]], *,
+                         max_cluster_gpus: float | None = None) -> ClusterCapacity:
+    """:func:`cluster_capacity` of an autoscaler config as read (node types, head, cluster-wide cap), so every
+    caller plans with all of the config and none forgets a part of it."""
+    return cluster_capacity(nodes=nodes, declared=node_types_from_config(raw), head=head_resources_from_config(raw),
+                            max_cluster_gpus=max_cluster_gpus, max_workers=worker_cap_from_config(raw))
+
+
 def check_workers_fit(*, workers: int, cpus_per_worker: float, gpus_per_worker: float,
                       capacity: ClusterCapacity, declared: Mapping[str, NodeType]) -> str | None:
     """Refuse a run whose workers no cluster the autoscaler can make would hold; a warning if only today's cannot.

@@ -18,16 +18,14 @@ from ray_reid.distributed.actor import get_or_create_actor
 from ray_reid.distributed.elastic import CapacityClaim, actor_bundle
 from ray_reid.distributed.placement import (
     ActorPlacement,
+    capacity_from_config,
     check_storage_shared,
     check_workers_fit,
-    cluster_capacity,
     clusterer_placement,
-    head_resources_from_config,
     live_nodes,
     node_types_from_config,
     read_autoscaler_config,
     wait_until_placed,
-    worker_cap_from_config,
 )
 from ray_reid.distributed.worker import train_loop_per_worker
 from ray_reid.engine.checkpoint import HISTORY_FILE, newest_complete_checkpoint, remove_orphans
@@ -100,8 +98,7 @@ def fit(cfg: TrainConfig, *, callbacks: list | None = None, actor_name: str | No
     if not storage.ok:
         raise ValueError(storage.message)
     if actor_options is None:  # a trial's workers were admitted with its sweep
-        capacity = cluster_capacity(nodes=nodes, declared=declared, head=head_resources_from_config(raw),
-                                    max_workers=worker_cap_from_config(raw))
+        capacity = capacity_from_config(raw, nodes)
         warning = check_workers_fit(workers=cfg.run.min_workers or cfg.run.num_workers,
                                     cpus_per_worker=cfg.run.cpus_per_worker,
                                     gpus_per_worker=cfg.run.gpus_per_worker, capacity=capacity, declared=declared)

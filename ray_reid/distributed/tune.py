@@ -250,8 +250,7 @@ def admit_sweep(base_cfg: TrainConfig, sweep: SweepConfig) -> tuple[SweepConfig,
     """Place the trials' actors and admit the sweep against what the cluster can scale to (see
     :func:`ray_reid.tuning.space.admit`); returns the sweep with its concurrency set, and the clusterer pinning."""
     from ray_reid.distributed.placement import (
-        cluster_capacity, head_resources_from_config, live_nodes, node_types_from_config, read_autoscaler_config,
-        trial_clusterer, worker_cap_from_config,
+        capacity_from_config, live_nodes, node_types_from_config, read_autoscaler_config, trial_clusterer,
     )
 
     raw = read_autoscaler_config()
@@ -259,8 +258,7 @@ def admit_sweep(base_cfg: TrainConfig, sweep: SweepConfig) -> tuple[SweepConfig,
     nodes = live_nodes()
     clusterer = trial_clusterer(requested=base_cfg.run.clusterer_resource, nodes=nodes, declared=declared,
                                 clusterer_cpus=sweep.clusterer_cpus, clusterer_gpus=sweep.clusterer_gpus)
-    capacity = cluster_capacity(nodes=nodes, declared=declared, head=head_resources_from_config(raw),
-                                max_cluster_gpus=sweep.max_cluster_gpus, max_workers=worker_cap_from_config(raw))
+    capacity = capacity_from_config(raw, nodes, max_cluster_gpus=sweep.max_cluster_gpus)
     admission = admit(capacity.now, capacity.most, base_cfg, sweep, source=capacity.source,
                       actor_gpus=clusterer.gpus if clusterer else None,
                       clusterer_slots=clusterer.slots if clusterer else None)

@@ -153,6 +153,10 @@ def test_the_autoscaler_cluster_wide_max_workers_caps_what_the_cluster_can_hold(
                               head=head_resources_from_config(AUTOSCALER), max_workers=4)
     assert capped.most == {"CPU": 4 * 8.0, "GPU": 4.0, "clusterer": 1.0}
     assert "at most 4 worker nodes in all" in capped.source
+    # read from the config as a whole: the same figures, cap included
+    from ray_reid.distributed.placement import capacity_from_config
+
+    assert capacity_from_config({**AUTOSCALER, "max_workers": 4}, [HEAD]) == capped
     # a cap above the node types' sum changes nothing
     loose = cluster_capacity(nodes=[HEAD], declared=node_types_from_config(AUTOSCALER),
                              head=head_resources_from_config(AUTOSCALER), max_workers=9)
